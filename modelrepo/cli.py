@@ -1,0 +1,68 @@
+"""The `modelrepo` command line: one subcommand per module under modelrepo.commands.
+
+Each command module exposes `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Modules are imported only when their command runs, so `modelrepo --help` stays fast and the
+operator's and runtime's heavy dependencies load only where they are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> module that implements it
+COMMANDS: dict[str, str] = {
+    "init": "modelrepo.commands.init",
+    "validate": "modelrepo.commands.validate",
+    "versions": "modelrepo.commands.versions",
+    "runtime": "modelrepo.commands.runtime",
+    "serve": "modelrepo.commands.serve",
+    "operator": "modelrepo.commands.operator",
+}
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as `modelrepo: <message>` with exit code 2."""
+
+
+def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelrepo", description="Git-declared model deployments on Kubernetes."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    subparsers.required = True
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, module_name in COMMANDS.items():
+        # Import only the module of the command being run; the others get a bare entry.
+        if name == wanted:
+            module = importlib.import_module(module_name)
+            sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+            module.add_arguments(sub)
+            sub.set_defaults(_module=module)
+        else:
+            subparsers.add_parser(name, help=_help_of(module_name))
+    return parser
+
+
+def _help_of(module_name: str) -> str:
+    try:
+        return importlib.import_module(module_name).HELP
+    except ImportError:
+        return "(unavailable)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _build_parser(argv).parse_args(argv)
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        print(f"modelrepo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Shared fixtures live in tests/fixtures/ (on sys.path through pytest's `pythonpath`)."""
+
+pytest_plugins: list[str] = []
