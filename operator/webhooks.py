@@ -1,0 +1,532 @@
+"""Git push webhooks: turn a signed push notification into an immediate sync (DESIGN §7).
+
+Why a receiver at all: polling makes a push wait up to `spec.interval`; a webhook makes the
+sync start at once. The receiver does no Kubernetes or git work itself. The operator injects
+two callables into `make_app`:
+
+- `list_targets()` -> iterable of `RepoTarget` (every ModelRepo with its url, branch and
+  `webhookSecret`), sync or async;
+- `trigger_sync(namespace, name)` -> starts (or runs) one sync of that ModelRepo, sync or
+  async.
+
+Routes (all answers are JSON):
+
+| route | authentication |
+|---|---|
+| `POST /hooks/github` | `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`; events `push`, `ping` |
+| `POST /hooks/gitlab` | `X-Gitlab-Token: <secret>`; event `Push Hook` |
+| `POST /hooks/generic` | `X-Modelrepo-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`; body `{"url": ..., "branch": ...}` |
+| `GET /healthz` | none; `200 ok` while the receiver runs |
+
+Answers: body over 1 MiB `413`; unsigned `401`; signed but no matching ModelRepo `202` with
+nothing done; a matching ModelRepo whose secret does not verify `401`; a verified match `202`
+and a sync starts now; a verified GitHub ping `200`; anything else (bad JSON) `400`.
+
+Bursts coalesce per ModelRepo: while a sync runs, further pushes set one pending sync, and
+syncs start at most once per `window` seconds; ten pushes in a second make at most two syncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import inspect
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from aiohttp import web
+
+log = logging.getLogger("modelrepo.webhooks")
+
+MAX_BODY = 1024 * 1024
+GENERIC_SIGNATURE_HEADER = "X-Modelrepo-Signature-256"
+SECRET_KEY = "webhookSecret"
+
+_DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/]+)@)?(?P<host>[^:/]+):(?P<path>(?!//).*)$")
+
+
+@dataclass(frozen=True)
+class RepoTarget:
+    """One ModelRepo as the receiver sees it. `branch` None = pinned revision (never pushed)."""
+
+    namespace: str
+    name: str
+    url: str
+    branch: str | None
+    secret: bytes | None
+
+
+ListTargets = Callable[[], "Iterable[RepoTarget] | Awaitable[Iterable[RepoTarget]]"]
+TriggerSync = Callable[[str, str], "Awaitable[Any] | Any"]
+
+
+# ---------------------------------------------------------------- URL normalisation
+
+
+def normalize_url(url: str) -> str:
+    """A key equal for every spelling of one repository: `host[:port]/path`, lowercase.
+
+    https://, http://, ssh://, git://, scp-like `git@host:path`, user info, default ports,
+    trailing `.git` and slashes, host case all fold away. Case folds in the path too: git
+    hosts commonly ignore it, and a false match costs one cheap ls-remote, while a missed
+    match costs a whole poll interval. file:// and plain paths keep their path.
+    """
+    text = url.strip()
+    if "://" not in text:
+        scp = _SCP_LIKE.match(text)
+        if scp and "/" not in scp.group("host") and not re.match(r"^[A-Za-z]:[\\/]", text):
+            host, path, port = scp.group("host"), scp.group("path"), None
+        else:  # a local path
+            host, path, port = "", text, None
+    else:
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        scheme = "ssh" if scheme in ("git+ssh", "ssh+git") else scheme
+        host = parts.hostname or ""
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is not None and _DEFAULT_PORTS.get(scheme) == port:
+            port = None
+        path = parts.path
+    path = path.strip("/")
+    while path.endswith(".git") or path.endswith("/"):
+        path = path[:-4] if path.endswith(".git") else path[:-1]
+    host = host.lower()
+    netloc = f"{host}:{port}" if port else host
+    return f"{netloc}/{path}".lower()
+
+
+def match_targets(
+    targets: Iterable[RepoTarget], urls: Iterable[str], branch: str | None
+) -> list[RepoTarget]:
+    """The ModelRepos following `branch` of a repository known by any of `urls`."""
+    keys = {normalize_url(u) for u in urls if u}
+    if branch is None or not keys:
+        return []
+    return [t for t in targets if t.branch == branch and normalize_url(t.url) in keys]
+
+
+# ---------------------------------------------------------------- signatures
+
+
+def hmac_sha256_signature(secret: bytes, body: bytes) -> str:
+    """The `sha256=<hex>` form GitHub (and /hooks/generic) send."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify_hmac(secret: bytes | None, body: bytes, header: str | None) -> bool:
+    """Constant-time check of a `sha256=<hex>` header; a target without a secret never verifies."""
+    if not secret or not header:
+        return False
+    expected = hmac_sha256_signature(secret, body).encode()
+    return hmac.compare_digest(expected, header.strip().encode("utf-8", "replace"))
+
+
+def verify_token(secret: bytes | None, header: str | None) -> bool:
+    """Constant-time check of a shared token (GitLab's `X-Gitlab-Token`)."""
+    if not secret or header is None:
+        return False
+    return hmac.compare_digest(secret, header.encode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------- payloads
+
+
+@dataclass(frozen=True)
+class PushEvent:
+    """What a provider's payload says: which repository (several spellings) and which branch."""
+
+    urls: tuple[str, ...]
+    branch: str | None
+
+
+class BadPayload(ValueError):
+    """The body is not what the route expects; the message says what is wrong."""
+
+
+def _branch_of(ref: Any) -> str | None:
+    if isinstance(ref, str) and ref.startswith("refs/heads/"):
+        return ref[len("refs/heads/") :]
+    return None
+
+
+def _strings(obj: Mapping[str, Any] | None, *keys: str) -> list[str]:
+    if not isinstance(obj, Mapping):
+        return []
+    return [obj[k] for k in keys if isinstance(obj.get(k), str)]
+
+
+def parse_json_body(body: bytes, content_type: str = "application/json") -> Mapping[str, Any]:
+    """JSON object from the body; GitHub's form encoding (`payload=...`) is accepted too."""
+    try:
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            form = parse_qs(body.decode("utf-8"))
+            if "payload" not in form:
+                raise BadPayload("form body without a 'payload' field")
+            data = json.loads(form["payload"][0])
+        else:
+            data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadPayload(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadPayload("body must be a JSON object")
+    return data
+
+
+def github_push(data: Mapping[str, Any]) -> PushEvent:
+    """Repository URLs and branch of a GitHub `push` (or `ping`) payload."""
+    repo = data.get("repository")
+    urls = _strings(repo, "clone_url", "ssh_url", "git_url", "html_url", "url", "svn_url")
+    return PushEvent(tuple(urls), _branch_of(data.get("ref")))
+
+
+def gitlab_push(data: Mapping[str, Any]) -> PushEvent:
+    """Repository URLs and branch of a GitLab `Push Hook` payload."""
+    urls = _strings(
+        data.get("project"), "git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_url"
+    )
+    urls += _strings(data.get("repository"), "git_http_url", "git_ssh_url", "homepage", "url")
+    return PushEvent(tuple(urls), _branch_of(data.get("ref")))
+
+
+def generic_push(data: Mapping[str, Any]) -> PushEvent:
+    """`{"url": "<repository url>", "branch": "main"}` (or `"ref": "refs/heads/main"`)."""
+    url = data.get("url")
+    if not isinstance(url, str) or not url:
+        raise BadPayload("field 'url' (the repository URL, a string) is required")
+    branch = data.get("branch")
+    if branch is None:
+        branch = _branch_of(data.get("ref"))
+    if not isinstance(branch, str) or not branch:
+        raise BadPayload("field 'branch' (or 'ref': 'refs/heads/<branch>') is required")
+    return PushEvent((url,), branch)
+
+
+# ---------------------------------------------------------------- coalescing
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class SyncCoalescer:
+    """At most one running and one pending sync per ModelRepo, started at most once a window.
+
+    Why: a burst of pushes (a rebase pushed branch by branch, a script) must not queue a sync
+    per push; the last sync only has to start after the last push arrived.
+    """
+
+    def __init__(self, trigger: TriggerSync, window: float = 1.0) -> None:
+        self._trigger = trigger
+        self._window = window
+        self._pending: dict[tuple[str, str], bool] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def request(self, namespace: str, name: str) -> str:
+        """Ask for a sync; returns "started", "queued" or "coalesced" (already queued)."""
+        key = (namespace, name)
+        if key not in self._tasks:
+            self._pending[key] = False
+            self._tasks[key] = asyncio.get_running_loop().create_task(self._run(key))
+            return "started"
+        if self._pending[key]:
+            return "coalesced"
+        self._pending[key] = True
+        return "queued"
+
+    async def _run(self, key: tuple[str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                started = loop.time()
+                try:
+                    await _maybe_await(self._trigger(*key))
+                except Exception:  # a failed trigger must not wedge later pushes
+                    log.exception("webhook: triggering a sync of %s/%s failed", *key)
+                rest = self._window - (loop.time() - started)
+                if rest > 0:
+                    await asyncio.sleep(rest)
+                if not self._pending[key]:
+                    return
+                self._pending[key] = False
+        finally:
+            del self._tasks[key]
+            del self._pending[key]
+
+    def busy(self) -> bool:
+        """True while any sync is running or pending (tests wait on this, not on time)."""
+        return bool(self._tasks)
+
+    async def close(self) -> None:
+        """Cancel what is running or pending (on operator shutdown)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def _answer(code: int, **fields: Any) -> web.Response:
+    return web.json_response(fields, status=code)
+
+
+@web.middleware
+async def _no_tracebacks(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+    """An unexpected error is logged with its traceback and answered 500 without one."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("webhook %s failed", request.path)
+        return _answer(500, error="internal error in the webhook receiver; see the operator log")
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The raw body, or None when it is over `limit` (checked before and while reading)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = await request.content.read(limit + 1)
+    # read(n) may return less than n before EOF; keep reading until EOF or over the limit
+    chunks = [body]
+    size = len(body)
+    while size <= limit and not request.content.at_eof():
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(chunks)
+
+
+class _Unavailable(Exception):
+    """The ModelRepos could not be listed; the git host should retry later (503)."""
+
+
+class _Receiver:
+    def __init__(self, list_targets: ListTargets, coalescer: SyncCoalescer, max_body: int) -> None:
+        self.list_targets = list_targets
+        self.coalescer = coalescer
+        self.max_body = max_body
+
+    async def _targets(self) -> list[RepoTarget]:
+        try:
+            return list(await _maybe_await(self.list_targets()))
+        except Exception as exc:
+            log.warning("webhook: listing ModelRepos failed: %s", exc)
+            raise _Unavailable from None
+
+    async def _dispatch(
+        self,
+        provider: str,
+        delivery: str,
+        push: PushEvent,
+        verify: Callable[[RepoTarget], bool],
+        *,
+        ping: bool = False,
+    ) -> web.Response:
+        try:
+            targets = await self._targets()
+        except _Unavailable:
+            return _answer(503, error="cannot list ModelRepos right now; retry later")
+        if ping:  # a ping carries no branch: match on the repository alone
+            keys = {normalize_url(u) for u in push.urls if u}
+            matched = [t for t in targets if normalize_url(t.url) in keys]
+        else:
+            matched = match_targets(targets, push.urls, push.branch)
+        if not matched:
+            log.info(
+                "webhook %s %s: no ModelRepo follows %s branch %s; nothing done",
+                provider,
+                delivery,
+                push.urls[:1],
+                push.branch,
+            )
+            if ping:
+                return _answer(200, status="pong", matched=[])
+            return _answer(
+                202, status="ignored", reason="no ModelRepo follows this repository and branch"
+            )
+        verified = [t for t in matched if verify(t)]
+        if not verified:
+            log.warning(
+                "webhook %s %s: signature does not verify for %s",
+                provider,
+                delivery,
+                ", ".join(f"{t.namespace}/{t.name}" for t in matched),
+            )
+            return _answer(401, error="signature does not match the ModelRepo's webhookSecret")
+        names = [f"{t.namespace}/{t.name}" for t in verified]
+        if ping:
+            log.info("webhook %s %s: ping verified for %s", provider, delivery, ", ".join(names))
+            return _answer(200, status="pong", matched=names)
+        outcome = {
+            f"{t.namespace}/{t.name}": self.coalescer.request(t.namespace, t.name) for t in verified
+        }
+        log.info("webhook %s %s: branch %s -> %s", provider, delivery, push.branch, outcome)
+        return _answer(202, status="accepted", syncs=outcome)
+
+    async def _body(self, request: web.Request) -> bytes | web.Response:
+        body = await _read_limited(request, self.max_body)
+        if body is None:
+            return _answer(413, error=f"body over the limit of {self.max_body} bytes")
+        return body
+
+    async def github(self, request: web.Request) -> web.Response:
+        signature = request.headers.get("X-Hub-Signature-256")
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        if not signature:
+            return _answer(
+                401, error="missing X-Hub-Signature-256 header (set a secret on the webhook)"
+            )
+        event = request.headers.get("X-GitHub-Event", "")
+        if event not in ("push", "ping"):
+            return _answer(
+                202, status="ignored", reason=f"event {event!r} is not handled; only push and ping"
+            )
+        try:
+            data = parse_json_body(body, request.content_type)
+        except BadPayload as exc:
+            return _answer(400, error=str(exc))
+        return await self._dispatch(
+            "github",
+            request.headers.get("X-GitHub-Delivery", "-"),
+            github_push(data),
+            lambda t: verify_hmac(t.secret, body, signature),
+            ping=event == "ping",
+        )
+
+    async def gitlab(self, request: web.Request) -> web.Response:
+        token = request.headers.get("X-Gitlab-Token")
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        if not token:
+            return _answer(
+                401, error="missing X-Gitlab-Token header (set a secret token on the webhook)"
+            )
+        event = request.headers.get("X-Gitlab-Event", "")
+        if event != "Push Hook":
+            return _answer(
+                202, status="ignored", reason=f"event {event!r} is not handled; only Push Hook"
+            )
+        try:
+            data = parse_json_body(body)
+        except BadPayload as exc:
+            return _answer(400, error=str(exc))
+        return await self._dispatch(
+            "gitlab",
+            request.headers.get("X-Gitlab-Event-UUID", "-"),
+            gitlab_push(data),
+            lambda t: verify_token(t.secret, token),
+        )
+
+    async def generic(self, request: web.Request) -> web.Response:
+        signature = request.headers.get(GENERIC_SIGNATURE_HEADER)
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        if not signature:
+            return _answer(
+                401,
+                error=f"missing {GENERIC_SIGNATURE_HEADER} header: sha256=<hex HMAC-SHA256 of the body>",
+            )
+        try:
+            push = generic_push(parse_json_body(body))
+        except BadPayload as exc:
+            return _answer(400, error=str(exc))
+        return await self._dispatch(
+            "generic", "-", push, lambda t: verify_hmac(t.secret, body, signature)
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+
+COALESCER_KEY: web.AppKey[SyncCoalescer] = web.AppKey("coalescer", SyncCoalescer)
+
+
+def make_app(
+    list_targets: ListTargets,
+    trigger_sync: TriggerSync,
+    *,
+    max_body: int = MAX_BODY,
+    window: float = 1.0,
+) -> web.Application:
+    """The webhook aiohttp application; `app[COALESCER_KEY]` is its coalescer."""
+    coalescer = SyncCoalescer(trigger_sync, window=window)
+    receiver = _Receiver(list_targets, coalescer, max_body)
+    # aiohttp's own limit sits above ours so our 413 (with a JSON answer) wins.
+    app = web.Application(client_max_size=max_body + 1024, middlewares=[_no_tracebacks])
+    app[COALESCER_KEY] = coalescer
+    app.router.add_post("/hooks/github", receiver.github)
+    app.router.add_post("/hooks/gitlab", receiver.gitlab)
+    app.router.add_post("/hooks/generic", receiver.generic)
+    app.router.add_get("/healthz", receiver.healthz)
+
+    async def _close(app: web.Application) -> None:
+        await coalescer.close()
+
+    app.on_cleanup.append(_close)
+    return app
+
+
+async def start_server(
+    list_targets: ListTargets,
+    trigger_sync: TriggerSync,
+    host: str = "0.0.0.0",
+    port: int = 8080,
+    **options: Any,
+) -> web.AppRunner:
+    """Serve `make_app(...)` on the running loop (e.g. from a kopf startup handler).
+
+    Stop it with `await runner.cleanup()`.
+    """
+    runner = web.AppRunner(make_app(list_targets, trigger_sync, **options), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("webhook receiver listening on %s:%s", host, port)
+    return runner
+
+
+# ---------------------------------------------------------------- from ModelRepo objects
+
+
+def targets_from_modelrepos(
+    modelrepos: Iterable[Mapping[str, Any]],
+    read_secret: Callable[[str, str], Mapping[str, bytes] | None],
+) -> list[RepoTarget]:
+    """RepoTargets from ModelRepo bodies; `read_secret(namespace, name)` gives decoded data.
+
+    A ModelRepo without a secretRef or without the `webhookSecret` key gets secret None:
+    it can be matched but never verified, so pushes to it are refused (401), never trusted.
+    """
+    targets = []
+    for body in modelrepos:
+        meta, spec = body.get("metadata", {}), body.get("spec", {})
+        if spec.get("suspend"):
+            continue
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        secret = None
+        ref = (spec.get("secretRef") or {}).get("name")
+        if ref:
+            data = read_secret(namespace, ref) or {}
+            value = data.get(SECRET_KEY)
+            secret = value.encode() if isinstance(value, str) else value
+        targets.append(
+            RepoTarget(namespace, name, spec.get("url", ""), spec.get("branch"), secret or None)
+        )
+    return targets
