@@ -1,3 +1,5 @@
 """Shared fixtures live in tests/fixtures/ (on sys.path through pytest's `pythonpath`)."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "fixtures.git_servers",
+]

@@ -1,0 +1,42 @@
+"""Names of a ModelRepo's children (DESIGN §6): DNS-1035 labels, stable, at most 63 characters."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME = 63
+_HASH_LEN = 8
+
+
+def is_valid_deployment_name(name: str) -> bool:
+    """A folder under deployments/ is a deployment only if its name is a Python identifier."""
+    return bool(NAME_RE.match(name))
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LEN]
+
+
+def child_name(repo: str, deployment: str) -> str:
+    """`<repo>-<name>` lowercased with `_` -> `-`; cut to 63 characters with a hash suffix.
+
+    The result is a valid DNS-1035 label, usable for both the Deployment and the Service.
+    """
+    full = f"{repo}-{deployment}"
+    name = re.sub(r"[^a-z0-9-]", "-", full.lower().replace("_", "-"))
+    name = re.sub(r"-{2,}", "-", name).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"mr-{name}"
+    if len(name) > MAX_NAME:
+        name = f"{name[: MAX_NAME - _HASH_LEN - 1].rstrip('-')}-{_short_hash(full)}"
+    return name
+
+
+def label_value(text: str) -> str:
+    """A label value (<= 63 characters of [A-Za-z0-9_.-]) that still identifies `text`."""
+    value = re.sub(r"[^A-Za-z0-9_.-]", "-", text).strip("-_.")
+    if len(value) > MAX_NAME:
+        value = f"{value[: MAX_NAME - _HASH_LEN - 1].rstrip('-_.')}-{_short_hash(text)}"
+    return value
