@@ -1,1 +1,23 @@
-"""modelrepo"""
+"""modelrepo: deploy a Python function from a notebook into a git repository of models.
+
+`modelrepo.deploy(fn)` writes and commits `deployments/<Name>/`; `modelrepo.load_value` is what
+a deployment's source.py uses to get its captured values back. Deploy-time machinery (git,
+cloudpickle, source capture) is imported only when `deploy` is first used, so serving a
+deployment imports little.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelrepo.values import load_value
+
+__all__ = ["deploy", "switch_branch", "load_value", "DeployError"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("deploy", "switch_branch", "DeployError", "DeployResult"):
+        from modelrepo import deployer
+
+        return getattr(deployer, name)
+    raise AttributeError(f"module 'modelrepo' has no attribute {name!r}")

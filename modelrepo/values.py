@@ -1,0 +1,27 @@
+"""`modelrepo.load_value`: how a deployment's source.py gets its captured values back."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def load_value(path: str | os.PathLike[str]) -> Any:
+    """Unpickle `path`, relative to the folder of the source.py that calls this.
+
+    The folder is found from the caller's `__file__`, so it does not matter what the working
+    directory is. Pickles are code: only files inside that folder are loaded, never a path
+    that leaves it (absolute, `..`, or a symlink pointing out).
+    """
+    caller_file = sys._getframe(1).f_globals.get("__file__")
+    folder = Path(caller_file).resolve().parent if caller_file else Path.cwd().resolve()
+    target = (folder / path).resolve()
+    if Path(path).is_absolute() or not target.is_relative_to(folder):
+        raise ValueError(f"load_value({str(path)!r}): only files inside {folder} can be loaded")
+    if not target.is_file():
+        raise FileNotFoundError(f"load_value({str(path)!r}): no file {target}")
+    with open(target, "rb") as f:
+        return pickle.load(f)
