@@ -20,7 +20,7 @@ if [[ ! -x "$BIN" ]]; then
     # GOPATH holds the module and build caches for this version only, so removing the
     # folder removes everything this script made.
     GOPATH="$CACHE/gopath" GOMODCACHE="$CACHE/gopath/pkg/mod" GOCACHE="$CACHE/gocache" \
-        GOBIN="$CACHE/bin" GOFLAGS="-buildvcs=false -modcacherw" CGO_ENABLED=0 \
+        GOBIN="$CACHE/bin" GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -modcacherw" CGO_ENABLED=0 \
         nice -n 10 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
     "$BIN" version --short >&2
 fi

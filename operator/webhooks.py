@@ -29,6 +29,8 @@ syncs start at most once per `window` seconds; ten pushes in a second make at mo
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import hashlib
 import hmac
 import inspect
@@ -52,15 +54,23 @@ _DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/]+)@)?(?P<host>[^:/]+):(?P<path>(?!//).*)$")
 
 
+SecretSource = Callable[[], "bytes | None"]
+
+
 @dataclass(frozen=True)
 class RepoTarget:
-    """One ModelRepo as the receiver sees it. `branch` None = pinned revision (never pushed)."""
+    """One ModelRepo as the receiver sees it. `branch` None = pinned revision (never pushed).
+
+    `secret` is the `webhookSecret` value, or a callable returning it: a callable is only
+    called (in a thread) for ModelRepos that match the push, so an unknown repository costs
+    no Secret read.
+    """
 
     namespace: str
     name: str
     url: str
     branch: str | None
-    secret: bytes | None
+    secret: bytes | SecretSource | None
 
 
 ListTargets = Callable[[], "Iterable[RepoTarget] | Awaitable[Iterable[RepoTarget]]"]
@@ -310,6 +320,23 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
     return None if size > limit else b"".join(chunks)
 
 
+async def _secret_of(target: RepoTarget) -> bytes | None:
+    """The target's secret; a callable source runs in a thread (it may call the API)."""
+    if not callable(target.secret):
+        return target.secret
+    try:
+        value = await asyncio.to_thread(target.secret)
+    except Exception as exc:  # a missing Secret: the push cannot be verified, so refused
+        log.warning(
+            "webhook: cannot read the webhookSecret of %s/%s: %s",
+            target.namespace,
+            target.name,
+            exc,
+        )
+        return None
+    return value or None
+
+
 class _Unavailable(Exception):
     """The ModelRepos could not be listed; the git host should retry later (503)."""
 
@@ -332,7 +359,7 @@ class _Receiver:
         provider: str,
         delivery: str,
         push: PushEvent,
-        verify: Callable[[RepoTarget], bool],
+        verify: Callable[[bytes | None], bool],
         *,
         ping: bool = False,
     ) -> web.Response:
@@ -358,7 +385,8 @@ class _Receiver:
             return _answer(
                 202, status="ignored", reason="no ModelRepo follows this repository and branch"
             )
-        verified = [t for t in matched if verify(t)]
+        secrets = [await _secret_of(t) for t in matched]
+        verified = [t for t, secret in zip(matched, secrets, strict=True) if verify(secret)]
         if not verified:
             log.warning(
                 "webhook %s %s: signature does not verify for %s",
@@ -405,7 +433,7 @@ class _Receiver:
             "github",
             request.headers.get("X-GitHub-Delivery", "-"),
             github_push(data),
-            lambda t: verify_hmac(t.secret, body, signature),
+            lambda secret: verify_hmac(secret, body, signature),
             ping=event == "ping",
         )
 
@@ -431,7 +459,7 @@ class _Receiver:
             "gitlab",
             request.headers.get("X-Gitlab-Event-UUID", "-"),
             gitlab_push(data),
-            lambda t: verify_token(t.secret, token),
+            lambda secret: verify_token(secret, token),
         )
 
     async def generic(self, request: web.Request) -> web.Response:
@@ -449,7 +477,7 @@ class _Receiver:
         except BadPayload as exc:
             return _answer(400, error=str(exc))
         return await self._dispatch(
-            "generic", "-", push, lambda t: verify_hmac(t.secret, body, signature)
+            "generic", "-", push, lambda secret: verify_hmac(secret, body, signature)
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -530,3 +558,42 @@ def targets_from_modelrepos(
             RepoTarget(namespace, name, spec.get("url", ""), spec.get("branch"), secret or None)
         )
     return targets
+
+
+# ---------------------------------------------------------------- the operator's wiring
+
+
+def _decoded_webhook_secret(namespace: str, secret_name: str) -> bytes | None:
+    from modelrepo.operator import kube
+
+    data = kube.read_secret(namespace, secret_name)  # base64 .data
+    value = data.get(SECRET_KEY)
+    return base64.b64decode(value) if value else None
+
+
+def operator_targets() -> list[RepoTarget]:
+    """`list_targets` of the operator process: every ModelRepo with a running sync loop.
+
+    Its url/branch/secretRef are the ones the loop last saw (triggers.watched()); the Secret
+    is read only when a push matches.
+    """
+    from modelrepo.operator import triggers
+
+    targets = []
+    for namespace, name, waker in triggers.watched():
+        source: SecretSource | None = None
+        if waker.secret_name:
+            source = functools.partial(_decoded_webhook_secret, namespace, waker.secret_name)
+        targets.append(RepoTarget(namespace, name, waker.url, waker.branch, source))
+    return targets
+
+
+async def start_for_operator(port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Serve the webhooks in the operator process (call from a kopf startup handler).
+
+    `trigger_sync` is triggers.request_sync (wakes the ModelRepo's loop at once). Stop with
+    `await runner.cleanup()` in a cleanup handler.
+    """
+    from modelrepo.operator import triggers
+
+    return await start_server(operator_targets, triggers.request_sync, host=host, port=port)

@@ -323,3 +323,36 @@ def test_apiserver_trouble_is_503_and_a_bug_is_a_500_without_traceback():
         }
     finally:
         r.close()
+
+
+def test_secret_sources_are_read_only_for_matching_modelrepos():
+    reads = []
+
+    def source(name, value):
+        def read():
+            reads.append(name)
+            if value is None:
+                raise LookupError("Secret ml/git does not exist")
+            return value
+
+        return read
+
+    r = Receiver(
+        [
+            wh.RepoTarget("ml", "models", URL, "main", source("models", SECRET)),
+            wh.RepoTarget(
+                "ml", "other", "https://github.com/acme/other.git", "main", source("other", SECRET)
+            ),
+            wh.RepoTarget("ml", "gone", URL, "dev", source("gone", None)),
+        ]
+    )
+    try:
+        assert post_github(r, github_push()).status_code == 202
+        assert reads == ["models"]
+        # A Secret that cannot be read: the push cannot be verified, so it is refused.
+        assert post_github(r, github_push(ref="refs/heads/dev")).status_code == 401
+        assert reads == ["models", "gone"]
+        r.wait_idle()
+        assert r.syncs == [("ml", "models")]
+    finally:
+        r.close()
