@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import doctest
+import importlib.machinery
 import importlib.util
 import itertools
 import re
@@ -276,6 +277,13 @@ def check_python_version(metadata: Metadata, folder: Path) -> None:
         )
 
 
+class _NoBytecodeLoader(importlib.machinery.SourceFileLoader):
+    """Never writes __pycache__ into a deployment folder (a git work tree or a read-only mount)."""
+
+    def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
+        return None
+
+
 def load_deployment(folder: str | Path, *, check_python: bool = True) -> LoadedDeployment:
     """Import `<folder>/source.py` as a new module with a unique name and return its function.
 
@@ -290,7 +298,9 @@ def load_deployment(folder: str | Path, *, check_python: bool = True) -> LoadedD
     if not source.is_file():
         raise DeploymentError(source, "missing (the main function lives in source.py)")
     module_name = f"modelrepo_deployment_{metadata.name}_{next(_module_counter)}"
-    spec = importlib.util.spec_from_file_location(module_name, source)
+    spec = importlib.util.spec_from_file_location(
+        module_name, source, loader=_NoBytecodeLoader(module_name, str(source))
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # pickles and dataclasses look classes up by module name

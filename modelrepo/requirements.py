@@ -1,0 +1,49 @@
+"""requirements.txt: pin the installed distributions that provide the modules a deployment uses."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import sys
+from collections.abc import Iterable
+
+# Always present in the runtime image; pinning them would fight the image's own versions.
+_PROVIDED = {"modelrepo"}
+
+
+def top_level(module_name: str) -> str:
+    return module_name.split(".", 1)[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    """Import name -> distribution names (scanning installed metadata once per process)."""
+    return importlib.metadata.packages_distributions()
+
+
+def is_third_party(module_name: str) -> bool:
+    """True when the module comes from an installed distribution (so pip can install it)."""
+    return top_level(module_name) in _distributions()
+
+
+def pinned_requirements(module_names: Iterable[str]) -> list[str]:
+    """`name==version` lines, sorted, for the distributions providing `module_names`.
+
+    Standard-library and local modules have no distribution and are left out.
+    """
+    _distributions.cache_clear()  # packages may have been installed since the last deploy
+    dists = _distributions()
+    pins: dict[str, str] = {}
+    for module in module_names:
+        top = top_level(module)
+        if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+            continue
+        for dist in dists.get(top, []):
+            key = dist.lower().replace("_", "-")
+            if key in _PROVIDED or key in pins:
+                continue
+            try:
+                pins[key] = f"{dist}=={importlib.metadata.version(dist)}"
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return sorted(pins.values(), key=str.lower)

@@ -1,0 +1,152 @@
+"""Write a captured function as a deployment folder: source.py, data/*.pkl, metadata.yaml,
+requirements.txt (DESIGN §3). Only writes into the folder it is given (a staging directory)."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import yaml
+
+from modelrepo.capture import Captured, CaptureError
+from modelrepo.requirements import pinned_requirements
+
+GENERATED = ("source.py", "metadata.yaml", "requirements.txt")
+_PLAIN_TYPES = {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
+
+
+class _TrackingPickler(cloudpickle.Pickler):
+    """A cloudpickle Pickler that notes the module of every object it saves.
+
+    Those modules are what loading the pickle will import, hence what requirements.txt pins.
+    """
+
+    def __init__(self, file: Any, modules: set[str]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._modules = modules
+
+    def persistent_id(self, obj: Any) -> None:  # called by pickle for every object
+        kind = type(obj)
+        if kind in _PLAIN_TYPES:
+            return None
+        module = getattr(kind, "__module__", None)
+        if isinstance(module, str):
+            self._modules.add(module)
+        if isinstance(obj, type) or callable(obj):
+            module = getattr(obj, "__module__", None)
+            if isinstance(module, str):
+                self._modules.add(module)
+        return None
+
+
+@contextmanager
+def _by_value(modules: set[str]) -> Iterator[None]:
+    """Pickle the user's own modules by value: the runtime cannot import them."""
+    import sys
+
+    registered = []
+    try:
+        for name in sorted(modules):
+            if name != "__main__" and name in sys.modules:
+                try:
+                    cloudpickle.register_pickle_by_value(sys.modules[name])
+                    registered.append(sys.modules[name])
+                except ValueError:
+                    pass
+        yield
+    finally:
+        for module in registered:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def write_values(captured: Captured, folder: Path) -> set[str]:
+    """Pickle each captured value to data/<name>.pkl; return the modules the pickles need."""
+    modules: set[str] = set()
+    if not captured.values:
+        return modules
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    with _by_value(captured.user_modules):
+        for name, value in captured.values.items():
+            path = folder / "data" / f"{name}.pkl"
+            try:
+                with open(path, "wb") as f:
+                    _TrackingPickler(f, modules).dump(value)
+            except Exception as exc:
+                path.unlink(missing_ok=True)
+                raise CaptureError(
+                    f"cannot capture `{name}` ({type(value).__name__}): {type(exc).__name__}: {exc}"
+                ) from None
+    return modules
+
+
+def render_source(captured: Captured, deployment_name: str) -> str:
+    """The readable source.py: imports, captured values, helpers, then the main function."""
+    lines = [
+        f"# Deployment {deployment_name}, written by modelrepo.deploy().",
+        "# Edit it freely: every commit that changes this folder is a new version.",
+    ]
+    imports = sorted(
+        set(captured.imports.values()),
+        key=lambda line: (not line.startswith("import "), " = " in line, line),
+    )
+    if captured.values:
+        imports = sorted({*imports, "import modelrepo"}, key=lambda line: (
+            not line.startswith("import "), " = " in line, line))
+    lines += imports
+    assigned = [f"{name} = {text}" for name, text in captured.literals.items()]
+    assigned += [
+        f'{name} = modelrepo.load_value("data/{name}.pkl")' for name in captured.values
+    ]
+    if assigned:
+        lines += ["", *assigned]
+    body = "\n".join(lines) + "\n"
+    for definition in captured.definitions:
+        body += "\n\n" + definition
+    return body
+
+
+def render_metadata(
+    captured: Captured,
+    python_version: str,
+    batch: bool,
+    previous: dict[str, Any] | None,
+) -> str:
+    """metadata.yaml; a hand-written `deployment:` section of the previous version is kept."""
+    runtime_info: dict[str, Any] = {
+        "mainFunction": captured.main,
+        "mainFunctionArgs": list(captured.args),
+        "pythonVersion": python_version,
+        "systemPackages": list(((previous or {}).get("runtimeInfo") or {}).get("systemPackages") or []),
+    }
+    if batch:
+        runtime_info["batch"] = True
+    data: dict[str, Any] = {"schemaVersion": 2, "runtimeInfo": runtime_info}
+    if previous and isinstance(previous.get("deployment"), dict):
+        data["deployment"] = previous["deployment"]
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def write_folder(
+    captured: Captured,
+    folder: Path,
+    *,
+    name: str,
+    python_version: str,
+    batch: bool,
+    previous_metadata: dict[str, Any] | None,
+) -> None:
+    """Write every generated file of deployment `name` into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pickled_modules = write_values(captured, folder)
+    (folder / "source.py").write_text(render_source(captured, name), encoding="utf-8")
+    (folder / "metadata.yaml").write_text(
+        render_metadata(captured, python_version, batch, previous_metadata), encoding="utf-8"
+    )
+    requirements = pinned_requirements(captured.modules | pickled_modules)
+    (folder / "requirements.txt").write_text(
+        "".join(f"{line}\n" for line in requirements), encoding="utf-8"
+    )
