@@ -1,0 +1,77 @@
+"""`modelrepo runtime --dir <folder>`: serve one deployment folder (the entry point of pods)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from pathlib import Path
+
+HELP = "serve one deployment folder over the REST contract (the runtime of a pod)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", required=True, help="the deployment folder (with metadata.yaml, source.py)")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--name", help="deployment name in the routes (default: the folder's name)")
+    parser.add_argument("--commit", help="commit SHA for X-Modelrepo-Commit (default: $MODELREPO_COMMIT or git)")
+    parser.add_argument("--version", type=int, help="version number (default: $MODELREPO_VERSION or git)")
+    add_server_arguments(parser)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with `modelrepo serve`."""
+    parser.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024,
+                        help="largest request body accepted (default 16 MiB; larger gets 413)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds a request may take when metadata.yaml sets no deployment.timeoutSeconds (default 60)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelrepo.cli import UserError
+    from modelrepo.runtime.launch import serve
+    from modelrepo.runtime.loader import NAME_PATTERN
+
+    folder = Path(args.dir).resolve()
+    if not folder.is_dir():
+        raise UserError(f"--dir {args.dir}: no such directory")
+    name = args.name or folder.name
+    if not NAME_PATTERN.match(name):
+        raise UserError(f"deployment name {name!r} must match [A-Za-z_][A-Za-z0-9_]* (use --name)")
+    commit = args.commit or os.environ.get("MODELREPO_COMMIT") or ""
+    version = args.version
+    if version is None and os.environ.get("MODELREPO_VERSION"):
+        try:
+            version = int(os.environ["MODELREPO_VERSION"])
+        except ValueError:
+            raise UserError(f"MODELREPO_VERSION={os.environ['MODELREPO_VERSION']!r} is not a number") from None
+    if not commit or version is None:
+        git_commit, git_version = identity_from_git(folder, name)
+        commit = commit or git_commit
+        version = git_version if version is None else version
+    spec = {
+        "mode": "folder", "folder": str(folder), "name": name, "commit": commit, "version": version,
+        "max_body_bytes": args.max_body_bytes, "timeout": args.timeout,
+    }
+    return serve(spec, args.host, args.port)
+
+
+def identity_from_git(folder: Path, name: str) -> tuple[str, int | None]:
+    """(commit, version number) of the folder's last commit when it sits in a git work tree."""
+    from modelrepo.history import HistoryError, versions_of
+
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=folder,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "", None
+    if folder.parent.name != "deployments" or folder.parent.parent != Path(top).resolve():
+        return "", None
+    try:
+        versions = versions_of(top, folder.name)
+    except HistoryError:
+        return "", None
+    if not versions:
+        return "", None
+    return versions[-1].commit, versions[-1].number

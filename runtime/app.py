@@ -1,0 +1,172 @@
+"""The ASGI app that answers `/v1/<Name>/<version>` and `/readyz` (DESIGN §4).
+
+It is deliberately plain ASGI: a model call goes through one route match, one body read,
+one JSON parse, a worker thread and one JSON dump. BentoML's per-request machinery
+(IO descriptors, pydantic validation, tracing middleware) would cost several times the
+model's own time for a fast model; service.py puts this app in front of BentoML's, which
+still answers /livez, /metrics and the OpenAPI docs.
+
+Which versions exist and are loaded is the job of a `Catalog` (single.py for one folder,
+local.py for a whole repository).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Histogram
+
+from modelrepo.runtime.protocol import (
+    BadRequest,
+    batch_flag,
+    error_body,
+    parse_request,
+    parse_route,
+)
+from modelrepo.runtime.served import ResultNotJSON, Served
+
+log = logging.getLogger("modelrepo.runtime")
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+REQUESTS = Counter(
+    "modelrepo_requests_total", "Model requests answered", ["deployment", "version", "status"]
+)
+LATENCY = Histogram(
+    "modelrepo_request_duration_seconds", "Time to answer a model request", ["deployment"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+class NotFound(Exception):
+    """Unknown deployment or version (404)."""
+
+
+class NotReady(Exception):
+    """Known, but not loaded or refused (503); the message says why."""
+
+
+class Catalog(Protocol):
+    """What the app asks about deployments."""
+
+    headers: list[tuple[bytes, bytes]]  # for answers not about one version
+
+    async def resolve(self, name: str, ref: str) -> Served:
+        """The served version `ref` of `name`; raise NotFound or NotReady."""
+        ...
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, details for the /readyz body)."""
+        ...
+
+
+class RuntimeApp:
+    """ASGI callable for the model routes and /readyz."""
+
+    def __init__(self, catalog: Catalog, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.catalog = catalog
+        self.max_body_bytes = max_body_bytes
+        self._metrics: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope["path"]
+        if path == "/readyz":
+            return await self.readyz(send)
+        route = parse_route(path)
+        if route is None:
+            return await _send(send, 404, error_body(
+                f"no route {path}; models answer at POST /v1/<Name>/<version>"
+            ), self.catalog.headers)
+        if scope["method"] != "POST":
+            return await _send(send, 405, error_body(
+                f"{scope['method']} {path}: use POST with a JSON body"
+            ), [*self.catalog.headers, (b"allow", b"POST")])
+        started = time.perf_counter()
+        name, ref = route
+        headers = self.catalog.headers
+        try:
+            served = await self.catalog.resolve(name, ref)
+            headers = served.headers
+            body = await self._read_body(scope, receive)
+            call = parse_request(body, served.arg_names, served.arg_types, batch_flag(scope["query_string"]))
+            status, payload = await served.answer(call)
+            version = str(served.number)
+        except BadRequest as exc:
+            status, payload, version = 400, error_body(str(exc)), "-"
+        except NotFound as exc:
+            status, payload, version = 404, error_body(str(exc)), "-"
+        except BodyTooLarge as exc:
+            status, payload, version = 413, error_body(str(exc)), "-"
+        except NotReady as exc:
+            status, payload, version = 503, error_body(str(exc)), "-"
+        except ResultNotJSON as exc:
+            status, payload, version = 500, error_body(f"TypeError: {exc}"), "-"
+        except Exception as exc:  # a bug of ours: answer, log the traceback, keep serving
+            log.exception("internal error answering %s", path)
+            status, payload, version = 500, error_body(f"internal error: {type(exc).__name__}"), "-"
+        await _send(send, status, payload, headers)
+        self._observe(name, version, status, time.perf_counter() - started)
+
+    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
+        limit = self.max_body_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise BadRequest("Content-Length is not a number") from None
+                if declared > limit:
+                    raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def readyz(self, send: Any) -> None:
+        ready, details = self.catalog.readiness()
+        document = {"ready": ready, **details}
+        if not ready and "error" not in document:
+            document["error"] = "not ready"
+        await _send(send, 200 if ready else 503, json.dumps(document).encode(), self.catalog.headers)
+
+    def _observe(self, name: str, version: str, status: int, seconds: float) -> None:
+        key = (name, version, status)
+        counter = self._metrics.get(key)
+        if counter is None:
+            counter = self._metrics[key] = REQUESTS.labels(name, version, str(status))
+        counter.inc()
+        latency = self._latency.get(name)
+        if latency is None:
+            latency = self._latency[name] = LATENCY.labels(name)
+        latency.observe(seconds)
+
+
+class BodyTooLarge(Exception):
+    """413."""
+
+
+async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,260 @@
+"""The catalog of `modelrepo serve`: every deployment of a branch head, following new commits.
+
+Committed state only: each version's folder is extracted with `git archive` into a cache
+directory keyed by commit (never the work tree). A poll thread watches the branch; a changed
+folder is loaded (import + docstring tests) beside the old version and swapped in only when
+it is ready, so requests never see a gap; a version that fails leaves the old one serving and
+the reason is printed. Older versions load on demand into a small LRU cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from modelrepo.history import (
+    DEPLOYMENTS_DIR,
+    HistoryError,
+    Version,
+    deployment_versions,
+    resolve_version,
+)
+from modelrepo.runtime.app import NotFound, NotReady
+from modelrepo.runtime.loader import DeploymentError
+from modelrepo.runtime.served import Served, answer_headers
+from modelrepo.runtime.single import load_served
+
+log = logging.getLogger("modelrepo.runtime")
+MAX_CACHED_OLD_VERSIONS = 8
+
+
+def git(repo: str | Path, *args: str, binary: bool = False) -> Any:
+    """Run git in `repo`; return stdout (bytes if `binary`); raise RuntimeError with git's message."""
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, env=_git_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout if binary else proc.stdout.decode().strip()
+
+
+def _git_env() -> dict[str, str]:
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+
+def extract_folder(repo: str | Path, commit: str, name: str, cache_dir: str | Path) -> Path:
+    """`deployments/<name>/` as committed at `commit`, extracted once into the cache."""
+    dest = Path(cache_dir) / "trees" / commit / name
+    if dest.is_dir():
+        return dest
+    listing = git(repo, "ls-tree", "-d", "--name-only", commit, f"{DEPLOYMENTS_DIR}/{name}")
+    if not listing:
+        raise DeploymentError(f"{DEPLOYMENTS_DIR}/{name}", f"does not exist at commit {commit[:7]}")
+    archive = git(repo, "archive", "--format=tar", commit, f"{DEPLOYMENTS_DIR}/{name}", binary=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(staging, filter="data")  # no absolute paths, no links leaving the folder
+            else:  # pragma: no cover - Pythons before the tarfile filters
+                tar.extractall(staging)  # noqa: S202
+        try:
+            (staging / DEPLOYMENTS_DIR / name).rename(dest)
+        except OSError:
+            if not dest.is_dir():  # another thread extracted it first: fine
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+class RepoCatalog:
+    """Serves `deployments/*` of `branch` in the git repository at `repo` (a work tree or bare)."""
+
+    def __init__(
+        self, repo: str | Path, branch: str = "main", interval: float = 2.0, cache_dir: str | Path = "",
+        default_timeout: float | None = None, fetch: bool = False,
+        max_cached: int = MAX_CACHED_OLD_VERSIONS,
+    ) -> None:
+        self.repo = str(repo)
+        self.branch = branch
+        self.interval = interval
+        self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="modelrepo-serve-"))
+        self.default_timeout = default_timeout
+        self.fetch = fetch
+        self.max_cached = max_cached
+        self.headers = answer_headers("", None)
+        self._head = ""
+        self._versions: dict[str, list[Version]] = {}
+        self._present: frozenset[str] = frozenset()
+        self._latest: dict[str, Served] = {}          # replaced as a whole by the poll thread
+        self._problems: dict[str, str] = {}           # name -> why its newest version is refused
+        self._synced = False
+        self._sync_error = ""
+        self._cache: OrderedDict[tuple[str, str], Served] = OrderedDict()  # event loop only
+        self._failed: dict[tuple[str, str], str] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[Served]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modelrepo-poll", daemon=True)
+
+    # -- the poll thread ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception as exc:  # git unreachable, repository broken: say so, keep serving
+                message = f"cannot read {self.branch} of {self.repo}: {exc}"
+                if message != self._sync_error:
+                    print(message, flush=True)
+                    log.error("%s", message)
+                self._sync_error = message
+            self._stop.wait(self.interval)
+
+    def sync(self) -> None:
+        """Bring the served versions up to the branch head (one poll)."""
+        if self.fetch:
+            git(self.repo, "fetch", "--quiet", "--prune", "origin",
+                f"+refs/heads/{self.branch}:refs/heads/{self.branch}")
+        head = git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}^{{commit}}")
+        if head == self._head:
+            return
+        try:
+            versions = deployment_versions(self.repo, head)
+        except HistoryError as exc:
+            raise RuntimeError(str(exc)) from None
+        listing = git(self.repo, "ls-tree", "-d", "--name-only", head, f"{DEPLOYMENTS_DIR}/")
+        present = frozenset(line.rsplit("/", 1)[-1] for line in listing.splitlines() if line)
+        latest = dict(self._latest)
+        problems = dict(self._problems)
+        self._versions = {**self._versions, **versions}
+        for name in sorted(present):
+            newest = versions.get(name, [])[-1:]
+            if not newest:
+                continue
+            version = newest[0]
+            current = latest.get(name)
+            if current is not None and current.commit == version.commit:
+                continue
+            label = f"{name} v{version.number} ({version.commit[:7]})"
+            started = time.monotonic()
+            try:
+                served = self.load(name, version)
+            except DeploymentError as exc:
+                problems[name] = f"{label} refused: {exc}"
+                still = f"; still serving v{current.number} ({current.commit[:7]})" if current else ""
+                print(f"{label} refused: {exc}{still}", flush=True)
+                log.error("%s refused: %s", label, exc)
+                continue
+            except Exception as exc:
+                problems[name] = f"{label} refused: {type(exc).__name__}: {exc}"
+                print(problems[name], flush=True)
+                log.exception("%s refused", label)
+                continue
+            latest[name] = served  # the swap: new requests get the new version from here on
+            self._latest = dict(latest)
+            problems.pop(name, None)
+            print(f"{label} ready in {time.monotonic() - started:.1f}s", flush=True)
+        for name in sorted(set(latest) - present):
+            del latest[name]
+            print(f"{name} removed at {head[:7]}", flush=True)
+        self._present = present
+        self._latest = latest
+        self._problems = {k: v for k, v in problems.items() if k in present}
+        self._versions = versions
+        self._head = head
+        self.headers = answer_headers(head, None)
+        self._synced = True
+        self._sync_error = ""
+
+    def load(self, name: str, version: Version) -> Served:
+        """Extract, import and test one version (any thread); raise DeploymentError if refused."""
+        try:
+            folder = extract_folder(self.repo, version.commit, name, self.cache_dir)
+        except RuntimeError as exc:
+            raise DeploymentError(f"{DEPLOYMENTS_DIR}/{name}", str(exc)) from None
+        return load_served(folder, name, version.number, version.commit, self.default_timeout)
+
+    # -- requests (event loop) ---------------------------------------------------------------
+    async def resolve(self, name: str, ref: str) -> Served:
+        if not self._synced and name not in self._latest:
+            raise NotReady(f"not ready: {self._sync_error or 'reading the repository'}")
+        versions = self._versions.get(name)
+        if not versions or name not in self._present:
+            raise NotFound(f"no deployment {name} on branch {self.branch}")
+        latest = self._latest.get(name)
+        if ref == "latest":
+            if latest is None:
+                raise NotReady(self._problems.get(name, f"{name} is loading"))
+            return latest
+        version = resolve_version(versions, ref)
+        if version is None:
+            raise NotFound(f"{name} has no version {ref} (versions are 1 to {len(versions)}, or a commit SHA prefix)")
+        if latest is not None and latest.commit == version.commit:
+            return latest
+        return await self._older(name, version)
+
+    async def _older(self, name: str, version: Version) -> Served:
+        key = (name, version.commit)
+        served = self._cache.get(key)
+        if served is not None:
+            self._cache.move_to_end(key)
+            return served
+        if key in self._failed:
+            raise NotReady(self._failed[key])
+        pending = self._loading.get(key)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = self._loading[key] = loop.run_in_executor(None, self.load, name, version)
+        try:
+            served = await asyncio.shield(pending)
+        except DeploymentError as exc:
+            self._failed[key] = f"{name} v{version.number} ({version.commit[:7]}) cannot be served: {exc}"
+            raise NotReady(self._failed[key]) from None
+        finally:
+            self._loading.pop(key, None)
+        if key not in self._cache:
+            self._cache[key] = served
+            print(f"{name} v{version.number} ({version.commit[:7]}) loaded on demand", flush=True)
+            while len(self._cache) > self.max_cached:
+                _, evicted = self._cache.popitem(last=False)
+                if evicted.loaded.module is not None:
+                    sys.modules.pop(evicted.loaded.module.__name__, None)
+        return self._cache[key]
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        latest = self._latest
+        deployments = []
+        for name in sorted(self._present):
+            served = latest.get(name)
+            entry: dict[str, Any] = {"name": name, "ready": served is not None}
+            if served is not None:
+                entry.update(version=served.number, commit=served.commit)
+            if name in self._problems:
+                entry["reason"] = self._problems[name]
+            deployments.append(entry)
+        details: dict[str, Any] = {"branch": self.branch, "commit": self._head, "deployments": deployments}
+        if not self._synced:
+            details["error"] = self._sync_error or "reading the repository"
+            return False, details
+        missing = [d for d in deployments if not d["ready"]]
+        if missing:
+            details["error"] = "; ".join(d.get("reason", f"{d['name']} is loading") for d in missing)
+            return False, details
+        return True, details

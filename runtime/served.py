@@ -1,0 +1,148 @@
+"""One loaded version of one deployment, ready to answer calls.
+
+A `Served` wraps the function of a `LoadedDeployment` with what every request needs: the
+two answer headers, the per-request timeout, a worker thread per call (so a slow model
+never blocks the event loop and a timeout can answer 504) and, for batch functions, the
+adaptive batching dispatcher. `answer()` turns a parsed request into (status, body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelrepo.runtime import jsonify
+from modelrepo.runtime.batching import BatchDispatcher, Outcome
+from modelrepo.runtime.loader import LoadedDeployment
+from modelrepo.runtime.protocol import Call, describe_exception, error_body
+
+log = logging.getLogger("modelrepo.runtime")
+
+DEFAULT_TIMEOUT_SECONDS = 60.0
+# Threads that run model functions; sized like asyncio's default executor.
+EXECUTOR = ThreadPoolExecutor(
+    max_workers=int(os.environ.get("MODELREPO_THREADS", min(32, (os.cpu_count() or 1) + 4))),
+    thread_name_prefix="modelrepo-call",
+)
+
+
+@dataclass
+class Served:
+    """A deployment version that passed loading and its docstring tests."""
+
+    name: str
+    number: int | None
+    commit: str
+    loaded: LoadedDeployment
+    default_timeout: float = DEFAULT_TIMEOUT_SECONDS
+    headers: list[tuple[bytes, bytes]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        meta = self.loaded.metadata
+        self.function = self.loaded.function
+        self.arg_names = [n for n, _ in meta.args]
+        self.arg_types = [t for _, t in meta.args]
+        self.timeout = float(meta.timeout_seconds or self.default_timeout)
+        self.is_async = inspect.iscoroutinefunction(self.function)
+        self.headers = answer_headers(self.commit, self.number)
+        self.label = f"{self.name} v{self.number if self.number is not None else '?'} ({self.commit[:7]})"
+        self.dispatcher = (
+            BatchDispatcher(self.function, len(self.arg_names), meta.max_batch_size, EXECUTOR, self.label)
+            if meta.batch and not self.is_async
+            else None
+        )
+
+    async def answer(self, call: Call) -> tuple[int, bytes]:
+        """Run the request; (status, JSON body) per DESIGN §4."""
+        try:
+            if call.ids is None:
+                ok, value = (await asyncio.wait_for(self._outcomes(call.calls), self.timeout))[0]
+                if not ok:
+                    return 500, error_body(value)
+                return 200, _dump({"data": value}, self.label)
+            outcomes = await asyncio.wait_for(self._outcomes(call.calls), self.timeout)
+            return 200, _batch_body(call.ids, outcomes, self.label)
+        except asyncio.TimeoutError:
+            log.warning("%s: a request did not finish within %gs", self.label, self.timeout)
+            return 504, error_body(
+                f"{self.name} did not answer within {self.timeout:g}s (deployment.timeoutSeconds)"
+            )
+
+    async def _outcomes(self, calls: list[tuple[Any, ...]]) -> list[Outcome]:
+        if self.dispatcher is not None:
+            return await self.dispatcher.submit(calls)
+        if self.is_async:
+            return [await self._call_async(args) for args in calls]
+        loop = asyncio.get_running_loop()
+        if len(calls) == 1:
+            return [await loop.run_in_executor(EXECUTOR, self._call_one, calls[0])]
+        return await loop.run_in_executor(EXECUTOR, self._call_rows, calls)
+
+    def _call_one(self, args: tuple[Any, ...]) -> Outcome:
+        try:
+            return True, self.function(*args)
+        except Exception as exc:
+            log.error("%s raised", self.label, exc_info=exc)
+            return False, describe_exception(exc)
+
+    def _call_rows(self, calls: list[tuple[Any, ...]]) -> list[Outcome]:
+        return [self._call_one(args) for args in calls]
+
+    async def _call_async(self, args: tuple[Any, ...]) -> Outcome:
+        try:
+            return True, await self.function(*args)
+        except Exception as exc:
+            log.error("%s raised", self.label, exc_info=exc)
+            return False, describe_exception(exc)
+
+
+def answer_headers(commit: str, number: int | None) -> list[tuple[bytes, bytes]]:
+    """The two headers every answer carries."""
+    return [
+        (b"x-modelrepo-commit", (commit or "-").encode("ascii", "replace")),
+        (b"x-modelrepo-version", str(number if number is not None else "-").encode("ascii")),
+    ]
+
+
+def _dump(document: Any, label: str) -> bytes:
+    try:
+        return jsonify.dumps(document)
+    except jsonify.NotRepresentable as exc:
+        log.error("%s: %s", label, exc)
+        raise ResultNotJSON(str(exc)) from None
+
+
+class ResultNotJSON(Exception):
+    """The function returned something with no JSON form (answered as 500)."""
+
+
+def _batch_body(ids: list[Any], outcomes: list[Outcome], label: str) -> bytes:
+    rows: list[list[Any]] = []
+    errors: list[dict[str, Any]] = []
+    for row_id, (ok, value) in zip(ids, outcomes, strict=True):
+        if ok:
+            rows.append([row_id, value])
+        else:
+            rows.append([row_id, None])
+            errors.append({"id": row_id, "error": value})
+    document: dict[str, Any] = {"data": rows}
+    if errors:
+        document["errors"] = errors
+    try:
+        return jsonify.dumps(document)
+    except jsonify.NotRepresentable:
+        # Find the rows that cannot be represented and report them as failed rows.
+        for i, row in enumerate(rows):
+            try:
+                row[1] = jsonify.to_jsonable(row[1])
+            except jsonify.NotRepresentable as exc:
+                row[1] = None
+                errors.append({"id": row[0], "error": f"TypeError: {exc}"})
+                log.error("%s: row %s: %s", label, rows[i][0], exc)
+        document["errors"] = errors
+        return jsonify.dumps(document)

@@ -1,0 +1,109 @@
+"""The catalog of `modelrepo runtime --dir`: one deployment folder, one version (the pod case).
+
+The folder is loaded and its docstring tests run in a background thread, so /livez answers
+at once while /readyz says "loading" and then either ready or why not.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from modelrepo.runtime.app import NotFound, NotReady
+from modelrepo.runtime.loader import DeploymentError, load_deployment, run_doctests
+from modelrepo.runtime.served import Served, answer_headers
+
+log = logging.getLogger("modelrepo.runtime")
+_SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
+
+
+def load_served(
+    folder: Path, name: str, number: int | None, commit: str, default_timeout: float | None = None
+) -> Served:
+    """Import the folder and run its docstring tests; raise DeploymentError saying why not."""
+    loaded = load_deployment(folder)
+    failures = run_doctests(loaded)
+    if failures:
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise DeploymentError(
+            folder / "source.py",
+            f"docstring test failed: >>> {first.example} expected {first.expected!r}, got {first.got!r}{more}",
+        )
+    kwargs: dict[str, Any] = {} if default_timeout is None else {"default_timeout": default_timeout}
+    return Served(name=name, number=number, commit=commit, loaded=loaded, **kwargs)
+
+
+def matches(ref: str, number: int | None, commit: str) -> bool:
+    """Does a route's version part name this version (latest, its number, its SHA prefix)?"""
+    if ref == "latest":
+        return True
+    if number is not None and ref == str(number):
+        return True
+    return bool(commit) and bool(_SHA.match(ref)) and commit.lower().startswith(ref.lower())
+
+
+class FolderCatalog:
+    """Serves exactly one folder as `<name>`, version `number` at `commit`."""
+
+    def __init__(
+        self, folder: str | Path, name: str, number: int | None, commit: str,
+        default_timeout: float | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.name = name
+        self.number = number
+        self.commit = commit
+        self.default_timeout = default_timeout
+        self.headers = answer_headers(commit, number)
+        self._served: Served | None = None
+        self._problem = "loading"
+        self._thread = threading.Thread(target=self._load, name="modelrepo-load", daemon=True)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.number if self.number is not None else '?'} ({self.commit[:7] or 'no commit'})"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Nothing to stop: loading is a daemon thread."""
+
+    def wait_loaded(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            self._served = load_served(self.folder, self.name, self.number, self.commit, self.default_timeout)
+        except DeploymentError as exc:
+            self._problem = str(exc)
+            log.error("%s refused: %s", self.label, exc)
+            print(f"{self.label} refused: {exc}", flush=True)
+            return
+        except Exception as exc:  # loader bug or unexpected error: report, never crash the server
+            self._problem = f"loading failed: {type(exc).__name__}: {exc}"
+            log.exception("%s refused", self.label)
+            return
+        print(f"{self.label} ready in {time.monotonic() - started:.1f}s", flush=True)
+
+    async def resolve(self, name: str, ref: str) -> Served:
+        if name != self.name:
+            raise NotFound(f"no deployment {name} here (this runtime serves {self.name})")
+        if not matches(ref, self.number, self.commit):
+            raise NotFound(f"{self.name} has no version {ref} here (this runtime serves {self.label})")
+        if self._served is None:
+            raise NotReady(f"{self.label} is not ready: {self._problem}")
+        return self._served
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        ready = self._served is not None
+        state = {"name": self.name, "version": self.number, "commit": self.commit, "ready": ready}
+        if ready:
+            return True, {"deployments": [state]}
+        return False, {"error": f"{self.label}: {self._problem}", "deployments": [{**state, "reason": self._problem}]}
