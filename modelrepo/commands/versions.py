@@ -1,0 +1,31 @@
+"""`modelrepo versions <dir> <Name>`: the version numbers of one deployment (DESIGN §3)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list the versions of a deployment: number, commit, date, message"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="the model repository (a git work tree)")
+    parser.add_argument("name", metavar="Name", help="the deployment (folder under deployments/)")
+    parser.add_argument("--rev", default="HEAD", help="branch, tag or commit to read (default: HEAD)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelrepo.cli import UserError
+    from modelrepo.history import HistoryError, versions_of
+    from modelrepo.repo import RepoError, open_repo
+
+    try:
+        repo = open_repo(args.dir)
+        versions = versions_of(repo.working_tree_dir, args.name, rev=args.rev)
+    except (RepoError, HistoryError) as exc:
+        raise UserError(str(exc)) from None
+    if not versions:
+        raise UserError(f"{args.name}: no versions on {args.rev} in {args.dir}")
+    print(f"{'VERSION':<8} {'COMMIT':<8} {'DATE':<25} MESSAGE")
+    for v in reversed(versions):
+        print(f"{v.number:<8} {v.commit[:7]:<8} {v.date.isoformat():<25} {v.message}")
+    return 0
