@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "runtime": "modelrepo.commands.runtime",
     "serve": "modelrepo.commands.serve",
     "operator": "modelrepo.commands.operator",
+    "fetch": "modelrepo.commands.fetch",
 }
 
 

@@ -189,8 +189,11 @@ def run_git(
         raise GitError(f"git {args[0]} timed out after {timeout:.0f}s") from exc
     if proc.returncode != 0:
         message = proc.stderr.decode(errors="replace").strip() or f"git {args[0]} exited {proc.returncode}"
-        lines = [line for line in message.splitlines() if line.strip()]
-        message = "; ".join(lines[-3:])
+        lines = [
+            line.strip() for line in message.splitlines()
+            if line.strip() and not line.startswith(("Please make sure you have", "and the repository exists"))
+        ]
+        message = "; ".join(lines[-4:])
         raise GitError((creds or Credentials()).redact(redact_urls(message)))
     return proc.stdout.decode(errors="replace")
 

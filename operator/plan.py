@@ -1,0 +1,94 @@
+"""What a sync must change: desired folders versus the children that exist (DESIGN §6-§7).
+
+Pure: takes the folders found at the synced commit and the existing Deployments/Services,
+returns which to apply, which are unchanged and which to prune. Only called after a
+successful fetch, so an unreachable repository can never prune anything.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelrepo.operator.naming import child_name, is_valid_deployment_name
+from modelrepo.operator.render import ANN_CONFIG, ANN_NAME, ANN_TREE, Folder
+
+
+@dataclass
+class Plan:
+    apply: list[Folder] = field(default_factory=list)  # new, or tree/settings changed
+    unchanged: list[Folder] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)  # folder names whose Service is missing/stale
+    prune: list[str] = field(default_factory=list)  # child names (Deployment and Service) to delete
+    invalid: dict[str, str] = field(default_factory=dict)  # folder name -> problem
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.apply or self.services or self.prune)
+
+
+def selected(name: str, include: Iterable[str] | None, exclude: Iterable[str] | None) -> bool:
+    """True when `name` matches an include glob (default: all) and no exclude glob."""
+    include = list(include) if include is not None else ["*"]
+    return any(fnmatch.fnmatchcase(name, g) for g in include) and not any(
+        fnmatch.fnmatchcase(name, g) for g in exclude or []
+    )
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return obj["metadata"]["name"]
+
+
+def make_plan(
+    repo_name: str,
+    folders: Mapping[str, Folder],
+    deployments: Iterable[Mapping[str, Any]],
+    services: Iterable[Mapping[str, Any]],
+    *,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    config_hash: str = "",
+) -> Plan:
+    plan = Plan()
+    by_child = {_name(d): d for d in deployments}
+    svc_by_child = {_name(s): s for s in services}
+    wanted: set[str] = set()
+    owners: dict[str, str] = {}
+    for name in sorted(folders):
+        folder = folders[name]
+        if not is_valid_deployment_name(name):
+            plan.invalid[name] = f"deployments/{name}: name must match [A-Za-z_][A-Za-z0-9_]* (a Python identifier)"
+            continue
+        if not selected(name, include, exclude):
+            continue
+        child = child_name(repo_name, name)
+        if child in owners:
+            plan.invalid[name] = (
+                f"deployments/{name}: its Kubernetes name {child!r} collides with deployments/{owners[child]}; rename one"
+            )
+            continue
+        owners[child] = name
+        wanted.add(child)
+        current = by_child.get(child)
+        ann = _annotations(current) if current else {}
+        if current is None or ann.get(ANN_TREE) != folder.tree or ann.get(ANN_CONFIG) != config_hash:
+            plan.apply.append(folder)
+        else:
+            plan.unchanged.append(folder)
+        svc = svc_by_child.get(child)
+        if svc is None or _annotations(svc).get(ANN_CONFIG) != config_hash:
+            plan.services.append(name)
+    stale = (set(by_child) | set(svc_by_child)) - wanted
+    plan.prune = sorted(stale)
+    return plan
+
+
+def folder_of(obj: Mapping[str, Any]) -> str | None:
+    """The deployment folder name a child was rendered from."""
+    return _annotations(obj).get(ANN_NAME)

@@ -1,0 +1,263 @@
+"""The children of a ModelRepo, one Deployment + Service per deployment folder (DESIGN §6).
+
+Pure functions: data in (the ModelRepo's spec, one folder's commit/tree/metadata), manifests
+out. The pod template depends only on the folder and the repository settings, so a push that
+does not touch a folder leaves its pods alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelrepo.operator.naming import child_name, label_value
+
+GROUP = "modelrepo.dev"
+API_VERSION = f"{GROUP}/v1alpha1"
+KIND = "ModelRepo"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrepo"}
+LABEL_REPO = f"{GROUP}/repo"
+LABEL_DEPLOYMENT = f"{GROUP}/deployment"
+LABEL_COMMIT = f"{GROUP}/commit"
+ANN_COMMIT = f"{GROUP}/commit"
+ANN_NAME = f"{GROUP}/name"
+ANN_TREE = f"{GROUP}/tree"
+ANN_CONFIG = f"{GROUP}/config"
+ANN_VERSION = f"{GROUP}/version"
+DEFAULT_IMAGE = "modelrepo:dev"
+RUNTIME_PORT = 3000
+RUNTIME_UID = 10001
+MODEL_DIR = "/model"
+CREDENTIALS_DIR = "/etc/modelrepo/git"
+# Bump when the rendering changes in a way that must roll every child.
+RENDER_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """What the children need to know about their ModelRepo."""
+
+    name: str
+    namespace: str
+    uid: str
+    url: str
+    branch: str | None = None
+    revision: str | None = None
+    secret_name: str | None = None
+    runtime: dict[str, Any] = field(default_factory=dict)
+    service: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: Any) -> RepoRef:
+        meta, spec = body["metadata"], body.get("spec") or {}
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            url=spec["url"],
+            branch=spec.get("branch"),
+            revision=spec.get("revision"),
+            secret_name=(spec.get("secretRef") or {}).get("name"),
+            runtime=dict(spec.get("runtime") or {}),
+            service=dict(spec.get("service") or {}),
+        )
+
+    @property
+    def ref(self) -> str:
+        return self.branch or self.revision or "main"
+
+    def config_hash(self) -> str:
+        """Hash of every repository-level input of the rendering: a change rolls every child."""
+        data = [RENDER_VERSION, self.url, self.ref, self.secret_name, self.runtime, self.service]
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One deployment folder at the synced commit."""
+
+    name: str
+    tree: str
+    commit: str  # the newest commit that changed this folder
+    version: int
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """What a folder's metadata.yaml says about its pods (None = repository default)."""
+
+    replicas: int | None = None
+    resources: dict[str, Any] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def owner_reference(repo: RepoRef) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION, "kind": KIND, "name": repo.name, "uid": repo.uid,
+        "controller": True, "blockOwnerDeletion": True,
+    }
+
+
+def selector_labels(repo: RepoRef, folder_name: str) -> dict[str, str]:
+    """Immutable selector: never includes the commit."""
+    return {**MANAGED_BY, LABEL_REPO: label_value(repo.name), LABEL_DEPLOYMENT: label_value(folder_name)}
+
+
+def service_url(repo: RepoRef, folder_name: str) -> str:
+    port = int(repo.service.get("port") or 80)
+    host = f"{child_name(repo.name, folder_name)}.{repo.namespace}.svc"
+    return f"http://{host}{'' if port == 80 else f':{port}'}/v1/{folder_name}/latest"
+
+
+def _resources(settings: FolderSettings, repo: RepoRef) -> dict[str, Any]:
+    res = settings.resources if settings.resources is not None else repo.runtime.get("resources")
+    if not res:
+        return {}
+    if "requests" in res or "limits" in res:
+        return dict(res)
+    return {"requests": dict(res)}
+
+
+def _env(folder: Folder, settings: FolderSettings, repo: RepoRef) -> list[dict[str, Any]]:
+    fixed = [
+        {"name": "MODELREPO_COMMIT", "value": folder.commit},
+        {"name": "MODELREPO_VERSION", "value": str(folder.version)},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "BENTOML_HOME", "value": "/tmp/bentoml"},
+    ]
+    names = {e["name"] for e in fixed} | set(settings.env)
+    repo_env = [e for e in (repo.runtime.get("env") or []) if e.get("name") not in names]
+    own = [{"name": k, "value": v} for k, v in sorted(settings.env.items())]
+    return fixed + repo_env + own
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -> dict[str, Any]:
+    """The Deployment serving `folder` at `folder.commit`."""
+    name = child_name(repo.name, folder.name)
+    image = repo.runtime.get("image") or DEFAULT_IMAGE
+    pull = repo.runtime.get("imagePullPolicy") or "IfNotPresent"
+    replicas = settings.replicas if settings.replicas is not None else repo.runtime.get("replicas", 1)
+    path = f"deployments/{folder.name}"
+    fetch_args = [
+        "fetch", "--url", repo.url, "--commit", folder.commit, "--path", path,
+        "--dest", MODEL_DIR, "--check",
+    ]
+    if repo.branch:
+        fetch_args += ["--ref", repo.branch]
+    init_mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "model", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if repo.secret_name:
+        fetch_args += ["--credentials", CREDENTIALS_DIR]
+        init_mounts.append({"name": "git-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+        volumes.append({
+            "name": "git-credentials",
+            "secret": {"secretName": repo.secret_name, "defaultMode": 0o440},
+        })
+    labels = {**selector_labels(repo, folder.name), LABEL_COMMIT: folder.commit}
+    probe_base = {"httpGet": {"path": "/readyz", "port": "http"}}
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [{
+            "name": "fetch",
+            "image": image,
+            "imagePullPolicy": pull,
+            "args": fetch_args,
+            "env": [{"name": "HOME", "value": "/tmp"}],
+            "volumeMounts": init_mounts,
+            "securityContext": _container_security(),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }],
+        "containers": [{
+            "name": "runtime",
+            "image": image,
+            "imagePullPolicy": pull,
+            "args": ["runtime", "--dir", f"{MODEL_DIR}/{path}", "--port", str(RUNTIME_PORT), "--name", folder.name],
+            "env": _env(folder, settings, repo),
+            "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+            "readinessProbe": {**probe_base, "periodSeconds": 2, "failureThreshold": 3},
+            "livenessProbe": {
+                "httpGet": {"path": "/livez", "port": "http"},
+                "initialDelaySeconds": 30, "periodSeconds": 10, "failureThreshold": 6,
+            },
+            "startupProbe": {
+                "httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 2, "failureThreshold": 300,
+            },
+            "resources": _resources(settings, repo),
+            "volumeMounts": [
+                {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+            "securityContext": _container_security(),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }],
+        "volumes": volumes,
+    }
+    for key in ("serviceAccountName", "nodeSelector", "tolerations"):
+        if repo.runtime.get(key):
+            pod_spec[key] = repo.runtime[key]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": repo.namespace,
+            "labels": labels,
+            "annotations": {
+                ANN_NAME: folder.name, ANN_COMMIT: folder.commit, ANN_TREE: folder.tree,
+                ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(),
+            },
+            "ownerReferences": [owner_reference(repo)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(repo, folder.name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {ANN_COMMIT: folder.commit}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_service(repo: RepoRef, folder_name: str) -> dict[str, Any]:
+    """The Service in front of one deployment's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": child_name(repo.name, folder_name),
+            "namespace": repo.namespace,
+            "labels": selector_labels(repo, folder_name),
+            "annotations": {ANN_NAME: folder_name, ANN_CONFIG: repo.config_hash()},
+            "ownerReferences": [owner_reference(repo)],
+        },
+        "spec": {
+            "type": repo.service.get("type") or "ClusterIP",
+            "selector": selector_labels(repo, folder_name),
+            "ports": [{
+                "name": "http", "port": int(repo.service.get("port") or 80),
+                "targetPort": "http", "protocol": "TCP",
+            }],
+        },
+    }

@@ -1,0 +1,228 @@
+"""The ModelRepo's status, computed from what is really running (DESIGN §5, §7).
+
+Pure: takes the Deployments and Pods as the API server returns them and returns the status
+dict. Rollout trouble is read from the Deployments' own conditions and the new pods' container
+states, so `Degraded` names the deployment and the pod's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from modelrepo.operator.naming import child_name
+from modelrepo.operator.render import (
+    ANN_COMMIT,
+    ANN_VERSION,
+    LABEL_COMMIT,
+    Folder,
+    RepoRef,
+    service_url,
+)
+
+CONDITION_TYPES = ("Ready", "SourceReady", "Progressing", "Degraded")
+_BAD_WAITING = {
+    "CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+}
+_MAX_MESSAGE = 400
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _container_problem(status: Mapping[str, Any], init: bool) -> str | None:
+    """Why one container of a new pod will not get ready, if it visibly won't."""
+    name = status.get("name", "?")
+    state = status.get("state") or {}
+    last = (status.get("lastState") or {}).get("terminated") or {}
+    waiting = state.get("waiting") or {}
+    terminated = state.get("terminated") or {}
+    failed = terminated if terminated.get("exitCode") not in (None, 0) else last
+    if waiting.get("reason") in _BAD_WAITING or (failed and (status.get("restartCount") or 0) > 0) or (
+        init and terminated.get("exitCode") not in (None, 0)
+    ):
+        reason = waiting.get("reason") or failed.get("reason") or "Error"
+        detail = failed.get("message") or waiting.get("message") or ""
+        kind = "init container" if init else "container"
+        return _short(f"{kind} {name}: {reason}" + (f": {detail}" if detail else ""))
+    return None
+
+
+def pod_problem(pods: Iterable[Mapping[str, Any]], commit: str) -> str | None:
+    """The first visible failure among the pods running `commit` (the new ReplicaSet)."""
+    for pod in pods:
+        if ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_COMMIT) != commit:
+            continue
+        status = pod.get("status") or {}
+        for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
+            for cs in status.get(key) or []:
+                problem = _container_problem(cs, init)
+                if problem:
+                    return problem
+    return None
+
+
+def rollout_complete(deploy: Mapping[str, Any]) -> bool:
+    """The Deployment's newest template is fully rolled out and available."""
+    spec, st = deploy.get("spec") or {}, deploy.get("status") or {}
+    want = spec.get("replicas", 1)
+    return (
+        st.get("observedGeneration", 0) >= (deploy.get("metadata") or {}).get("generation", 0)
+        and st.get("updatedReplicas", 0) >= want
+        and st.get("availableReplicas", 0) >= want
+        and st.get("replicas", 0) <= want
+    )
+
+
+def deployment_problem(deploy: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> str | None:
+    """Why a rollout is stuck: the Deployment's conditions, then the new pods' reasons."""
+    if rollout_complete(deploy):
+        return None
+    commit = ((deploy.get("metadata") or {}).get("annotations") or {}).get(ANN_COMMIT, "")
+    problem = pod_problem(pods, commit)
+    if problem:
+        return problem
+    for cond in (deploy.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return _short(f"rollout stuck: {cond.get('message', '')}")
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            return _short(f"{cond.get('reason', 'ReplicaFailure')}: {cond.get('message', '')}")
+    return None
+
+
+def condition(
+    type_: str, status: bool | None, reason: str, message: str, generation: int,
+    previous: Iterable[Mapping[str, Any]] = (), now: str | None = None,
+) -> dict[str, Any]:
+    """One API-conventions condition; lastTransitionTime kept while the status is unchanged."""
+    value = "Unknown" if status is None else ("True" if status else "False")
+    old = next((c for c in previous if c.get("type") == type_), None)
+    since = old.get("lastTransitionTime") if old and old.get("status") == value else None
+    return {
+        "type": type_, "status": value, "reason": reason, "message": _short(message),
+        "lastTransitionTime": since or now or now_iso(), "observedGeneration": generation,
+    }
+
+
+@dataclass
+class Observation:
+    """Everything the status is computed from."""
+
+    repo: RepoRef
+    generation: int
+    commit: str | None  # the synced head, None before the first successful fetch
+    folders: Mapping[str, Folder]  # selected, valid-named folders at `commit`
+    deployments: Iterable[Mapping[str, Any]]
+    pods: Iterable[Mapping[str, Any]] = ()
+    invalid: Mapping[str, str] = field(default_factory=dict)
+    source_error: str | None = None
+    previous: Mapping[str, Any] = field(default_factory=dict)  # the current status
+
+
+def _pods_of(pods: list[Mapping[str, Any]], child: str, deploy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    selector = ((deploy.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return [
+        p for p in pods
+        if selector and all(((p.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in selector.items())
+    ]
+
+
+def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
+    """The whole status subresource for one ModelRepo."""
+    now = now or now_iso()
+    by_child = {d["metadata"]["name"]: d for d in obs.deployments}
+    pods = list(obs.pods)
+    entries: list[dict[str, Any]] = []
+    degraded: list[str] = []
+    progressing: list[str] = []
+    names = sorted(set(obs.folders) | set(obs.invalid))
+    for name in names:
+        folder = obs.folders.get(name)
+        deploy = by_child.get(child_name(obs.repo.name, name))
+        entry: dict[str, Any] = {"name": name, "url": service_url(obs.repo, name)}
+        problem = obs.invalid.get(name)
+        if deploy is not None:
+            ann = deploy["metadata"].get("annotations") or {}
+            st = deploy.get("status") or {}
+            serving_commit = ann.get(ANN_COMMIT, "")
+            entry.update(
+                version=int(ann.get(ANN_VERSION, 0) or 0), commit=serving_commit,
+                replicas=int((deploy.get("spec") or {}).get("replicas", 1)),
+                readyReplicas=int(st.get("readyReplicas", 0) or 0),
+            )
+            complete = rollout_complete(deploy)
+            up_to_date = folder is not None and serving_commit == folder.commit
+            entry["ready"] = complete and up_to_date and problem is None
+            if problem is None:
+                problem = deployment_problem(deploy, _pods_of(pods, deploy["metadata"]["name"], deploy))
+            if problem:
+                serving = f" (serving version {entry['version']})" if entry["readyReplicas"] else ""
+                degraded.append(f"{name}: {problem}{serving}")
+            elif not entry["ready"]:
+                progressing.append(name)
+        else:
+            entry.update(ready=False, replicas=0, readyReplicas=0)
+            if folder is not None:
+                entry.update(version=folder.version, commit=folder.commit)
+            if problem:
+                degraded.append(f"{name}: {problem}")
+            else:
+                progressing.append(name)
+        entry["message"] = _short(problem or "")
+        entries.append(entry)
+
+    previous = obs.previous.get("conditions") or []
+    gen = obs.generation
+
+    def cond(t: str, s: bool | None, reason: str, message: str) -> dict[str, Any]:
+        return condition(t, s, reason, message, gen, previous, now)
+
+    if obs.source_error:
+        source = cond("SourceReady", False, "FetchFailed", obs.source_error)
+    elif obs.commit:
+        source = cond("SourceReady", True, "Fetched", f"fetched {obs.commit[:12]}")
+    else:
+        source = cond("SourceReady", None, "Pending", "not fetched yet")
+    deg = cond("Degraded", bool(degraded), "DeploymentFailing" if degraded else "AsExpected",
+               "; ".join(degraded) or "every deployment is healthy")
+    prog = cond("Progressing", bool(progressing), "RollingOut" if progressing else "Complete",
+                f"rolling out: {', '.join(progressing)}" if progressing else "every rollout is complete")
+    ready_count = sum(1 for e in entries if e.get("ready"))
+    all_ready = source["status"] == "True" and not degraded and not progressing
+    if all_ready:
+        ready = cond("Ready", True, "Serving", f"{ready_count}/{len(entries)} deployments serve {obs.commit[:12] if obs.commit else ''}")
+    elif source["status"] == "False":
+        ready = cond("Ready", False, "SourceNotReady", source["message"])
+    elif degraded:
+        ready = cond("Ready", False, "Degraded", deg["message"])
+    else:
+        ready = cond("Ready", False, "Progressing", prog["message"])
+
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "ready": f"{ready_count}/{len(entries)}",
+        "deployments": entries,
+        "conditions": [ready, source, prog, deg],
+    }
+    if obs.commit:
+        status["commit"] = obs.commit
+        status["shortCommit"] = obs.commit[:7]
+    last = obs.previous.get("lastSyncTime")
+    if last:
+        status["lastSyncTime"] = last
+    return status
+
+
+def same_status(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal except lastSyncTime: a poll that changes nothing writes nothing."""
+    strip = {"lastSyncTime"}
+    return {k: v for k, v in a.items() if k not in strip} == {k: v for k, v in b.items() if k not in strip}

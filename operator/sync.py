@@ -1,0 +1,254 @@
+"""One sync of one ModelRepo (DESIGN §7), as a plain function the kopf daemon calls.
+
+ls-remote first; with no new commit and no spec change only the status is recomputed (and
+written only if it differs), so an idle poll makes no API write. With a new commit: fetch
+blobless into the ModelRepo's cache, compare tree hashes per folder, export + validate + apply
+only the changed folders, prune removed ones, write the status, post Events.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from modelrepo.history import HistoryError, deployment_versions
+from modelrepo.operator import gitsource, kube, metrics
+from modelrepo.operator.gitsource import Credentials, GitError
+from modelrepo.operator.plan import make_plan, selected
+from modelrepo.operator.render import (
+    ANN_COMMIT,
+    ANN_NAME,
+    ANN_TREE,
+    ANN_VERSION,
+    Folder,
+    FolderSettings,
+    RepoRef,
+    render_deployment,
+    render_service,
+)
+from modelrepo.operator.status import Observation, build_status, now_iso, same_status
+from modelrepo.runtime.loader import DeploymentError, read_metadata, validate_folder
+
+log = logging.getLogger("modelrepo.operator")
+
+
+@dataclass
+class RepoState:
+    """What the loop of one ModelRepo remembers between polls (lost on restart, by design)."""
+
+    commit: str | None = None
+    config_hash: str | None = None
+    generation: int | None = None
+    folders: dict[str, Folder] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    source_error: str | None = None
+    failures: int = 0
+
+
+@dataclass
+class SyncResult:
+    commit: str | None = None
+    fetched: bool = False
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    invalid: dict[str, str] = field(default_factory=dict)
+    status_written: bool = False
+    error: str | None = None
+
+
+def parse_duration(text: str | None, default: float = 60.0) -> float:
+    """Seconds of a Go-style duration like `90s`, `1m30s`, `500ms`."""
+    if not text:
+        return default
+    total, units = 0.0, {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return default
+    for number, unit in parts:
+        total += float(number) * units[unit]
+    return total
+
+
+def cache_dir(root: Path, repo: RepoRef) -> Path:
+    return root / repo.namespace / repo.name / repo.uid
+
+
+def _credentials(repo: RepoRef) -> Credentials | None:
+    if not repo.secret_name:
+        return None
+    return Credentials.from_secret_data(kube.read_secret(repo.namespace, repo.secret_name))
+
+
+def _source_failed(body: dict[str, Any], repo: RepoRef, state: RepoState, message: str, result: SyncResult) -> SyncResult:
+    """Report a git/Secret problem: status + one Event per new message; children untouched."""
+    metrics.SYNC_ERRORS.labels(repo.namespace, repo.name, "source").inc()
+    if message != state.source_error:
+        kube.post_event(body, "Warning", "FetchFailed", message)
+        log.warning("ModelRepo %s/%s: %s", repo.namespace, repo.name, message)
+    state.source_error = message
+    state.failures += 1
+    result.error = message
+    result.status_written = refresh_status(body, state)
+    return result
+
+
+def sync(body: dict[str, Any], state: RepoState, cache_root: Path, *, force: bool = False) -> SyncResult:
+    """Bring the children of the ModelRepo `body` in line with its repository."""
+    repo = RepoRef.from_body(body)
+    spec = body.get("spec") or {}
+    generation = int(body["metadata"].get("generation") or 0)
+    result = SyncResult()
+    started = time.monotonic()
+    try:
+        try:
+            creds = _credentials(repo)
+            metrics.LS_REMOTE.labels(repo.namespace, repo.name).inc()
+            sha = gitsource.ls_remote(repo.url, repo.ref, creds)
+        except GitError as exc:
+            return _source_failed(body, repo, state, f"resolving {repo.ref!r}: {exc}", result)
+        except kopf.PermanentError as exc:  # missing Secret
+            return _source_failed(body, repo, state, str(exc), result)
+        result.commit = sha
+        config = repo.config_hash()
+        if (
+            not force and sha == state.commit and config == state.config_hash
+            and generation == state.generation and state.source_error is None
+        ):
+            result.status_written = refresh_status(body, state)
+            metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
+            return result
+        return _full_sync(body, repo, spec, state, cache_root, sha, creds, generation, result)
+    finally:
+        metrics.SYNC_SECONDS.labels(repo.namespace, repo.name).observe(time.monotonic() - started)
+
+
+def _full_sync(
+    body: dict[str, Any], repo: RepoRef, spec: dict[str, Any], state: RepoState, cache_root: Path,
+    sha: str, creds: Credentials | None, generation: int, result: SyncResult,
+) -> SyncResult:
+    cache = cache_dir(cache_root, repo)
+    fetch_started = time.monotonic()
+    try:
+        gitsource.fetch(cache, repo.url, sha, creds, ref=repo.branch)
+        trees = gitsource.folder_trees(cache, sha)
+        history = deployment_versions(cache, sha)
+    except (GitError, HistoryError) as exc:
+        return _source_failed(body, repo, state, f"fetching {sha[:12]}: {creds.redact(str(exc)) if creds else exc}", result)
+    metrics.FETCH_SECONDS.labels(repo.namespace, repo.name).observe(time.monotonic() - fetch_started)
+    result.fetched = True
+    recovered = state.source_error is not None
+    state.source_error = None
+    state.failures = 0
+
+    folders: dict[str, Folder] = {}
+    for name, tree in trees.items():
+        versions = history.get(name) or []
+        last = versions[-1] if versions else None
+        folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1)
+
+    deployments, services, _pods = kube.list_children(repo.namespace, repo.name)
+    config = repo.config_hash()
+    plan = make_plan(
+        repo.name, folders, deployments, services,
+        include=spec.get("include"), exclude=spec.get("exclude"), config_hash=config,
+    )
+    invalid = dict(plan.invalid)
+    existing = set(folders_from_children(deployments))
+    with tempfile.TemporaryDirectory(prefix="modelrepo-export-") as tmp:
+        for folder in plan.apply:
+            problem = _check_and_apply(repo, cache, sha, creds, folder, Path(tmp))
+            if problem:
+                invalid[folder.name] = problem
+                kube.post_event(body, "Warning", "InvalidDeployment", problem)
+                continue
+            result.applied.append(folder.name)
+            existing.add(folder.name)
+            metrics.ROLLOUTS.labels(repo.namespace, repo.name).inc()
+            kube.post_event(
+                body, "Normal", "RollingOut",
+                f"{folder.name}: version {folder.version} (commit {folder.commit[:12]})",
+            )
+    for name in plan.services:
+        if name in existing:
+            kube.apply(render_service(repo, name))
+    for child in plan.prune:
+        kube.delete_child(repo.namespace, child)
+        result.pruned.append(child)
+        kube.post_event(body, "Normal", "Pruned", f"{child}: its folder is gone from {sha[:12]} or not selected")
+    if recovered:
+        kube.post_event(body, "Normal", "FetchRecovered", f"fetched {sha[:12]}")
+
+    state.commit, state.config_hash, state.generation = sha, config, generation
+    state.folders = {
+        n: f for n, f in folders.items()
+        if n not in plan.invalid and selected(n, spec.get("include"), spec.get("exclude"))
+    }
+    state.invalid = invalid
+    result.invalid = invalid
+    result.status_written = refresh_status(body, state, synced=True)
+    metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
+    return result
+
+
+def _check_and_apply(
+    repo: RepoRef, cache: Path, sha: str, creds: Credentials | None, folder: Folder, tmp: Path
+) -> str | None:
+    """Export one changed folder, check it statically and apply its Deployment; or say why not."""
+    path = f"deployments/{folder.name}"
+    try:
+        exported = gitsource.export_folder(cache, repo.url, sha, path, tmp / folder.name, creds)
+    except GitError as exc:
+        return f"{path}: could not read it at {sha[:12]}: {exc}"
+    errors = validate_folder(exported)
+    if errors:
+        return "; ".join(_relative(str(e), tmp / folder.name) for e in errors)
+    try:
+        metadata = read_metadata(exported)
+    except DeploymentError as exc:
+        return _relative(str(exc), tmp / folder.name)
+    settings = FolderSettings(replicas=metadata.replicas, resources=metadata.resources, env=metadata.env)
+    kube.apply(render_deployment(repo, folder, settings))
+    return None
+
+
+def folders_from_children(deployments: list[dict[str, Any]]) -> dict[str, Folder]:
+    """What is deployed, as folders: the status before this process's first successful fetch."""
+    folders: dict[str, Folder] = {}
+    for d in deployments:
+        ann = d["metadata"].get("annotations") or {}
+        name = ann.get(ANN_NAME)
+        if name:
+            folders[name] = Folder(name, ann.get(ANN_TREE, ""), ann.get(ANN_COMMIT, ""), int(ann.get(ANN_VERSION, 0) or 0))
+    return folders
+
+
+def _relative(message: str, root: Path) -> str:
+    return message.replace(f"{root.resolve()}/", "").replace(f"{root}/", "")
+
+
+def refresh_status(body: dict[str, Any], state: RepoState, *, synced: bool = False) -> bool:
+    """Recompute the status from the children; write it only if it changed. True if written."""
+    repo = RepoRef.from_body(body)
+    previous = dict(body.get("status") or {})
+    deployments, _services, pods = kube.list_children(repo.namespace, repo.name)
+    status = build_status(Observation(
+        repo=repo, generation=int(body["metadata"].get("generation") or 0),
+        commit=state.commit or previous.get("commit"),
+        folders=state.folders or folders_from_children(deployments),
+        deployments=deployments, pods=pods, invalid=state.invalid,
+        source_error=state.source_error, previous=previous,
+    ))
+    if synced and status.get("commit") != previous.get("commit"):
+        status["lastSyncTime"] = now_iso()
+    if same_status(status, previous) and status.get("lastSyncTime") == previous.get("lastSyncTime"):
+        return False
+    kube.apply_status(repo.namespace, repo.name, status)
+    body["status"] = status  # later refreshes compare against what was written
+    return True

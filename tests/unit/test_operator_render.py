@@ -1,0 +1,91 @@
+"""Rendering of a folder's Deployment and Service (DESIGN §6)."""
+
+from modelrepo.operator.render import (
+    ANN_COMMIT,
+    Folder,
+    FolderSettings,
+    RepoRef,
+    render_deployment,
+    render_service,
+)
+
+REPO = RepoRef(
+    name="models", namespace="ml", uid="uid-1", url="https://git.example/acme/models.git",
+    branch="main", secret_name="git", runtime={"image": "modelrepo:dev", "replicas": 2},
+    service={"type": "ClusterIP", "port": 80},
+)
+FOLDER = Folder("Linear_Model", tree="t" * 40, commit="c" * 40, version=4)
+
+
+def test_deployment_is_pinned_to_the_folder_commit_and_owned_by_the_modelrepo():
+    d = render_deployment(REPO, FOLDER, FolderSettings())
+    assert d["metadata"]["name"] == "models-linear-model"
+    assert d["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert d["metadata"]["ownerReferences"][0]["controller"] is True
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "modelrepo"
+    assert labels["modelrepo.dev/repo"] == "models"
+    assert labels["modelrepo.dev/deployment"] == "Linear_Model"
+    assert labels["modelrepo.dev/commit"] == "c" * 40
+    assert d["spec"]["template"]["metadata"]["annotations"][ANN_COMMIT] == "c" * 40
+    assert "modelrepo.dev/commit" not in d["spec"]["selector"]["matchLabels"]
+    assert d["spec"]["replicas"] == 2
+
+
+def test_init_container_fetches_only_the_folder_at_the_sha_with_the_secret():
+    pod = render_deployment(REPO, FOLDER, FolderSettings())["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    args = init["args"]
+    assert args[0] == "fetch"
+    assert args[args.index("--commit") + 1] == "c" * 40
+    assert args[args.index("--path") + 1] == "deployments/Linear_Model"
+    assert "--credentials" in args
+    assert {"name": "git-credentials", "secret": {"secretName": "git", "defaultMode": 0o440}} in pod["volumes"]
+    runtime = pod["containers"][0]
+    assert runtime["args"][:3] == ["runtime", "--dir", "/model/deployments/Linear_Model"]
+    env = {e["name"]: e.get("value") for e in runtime["env"]}
+    assert env["MODELREPO_COMMIT"] == "c" * 40 and env["MODELREPO_VERSION"] == "4"
+    assert runtime["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # the credentials are not mounted where user code runs
+    assert all(m["name"] != "git-credentials" for m in runtime["volumeMounts"])
+
+
+def test_pods_are_locked_down_and_roll_without_losing_capacity():
+    d = render_deployment(REPO, FOLDER, FolderSettings())
+    pod = d["spec"]["template"]["spec"]
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for c in pod["containers"] + pod["initContainers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
+
+
+def test_folder_metadata_overrides_repository_defaults():
+    d = render_deployment(REPO, FOLDER, FolderSettings(replicas=3, resources={"cpu": "100m"}, env={"A": "1"}))
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    assert d["spec"]["replicas"] == 3
+    assert c["resources"] == {"requests": {"cpu": "100m"}}
+    assert {"name": "A", "value": "1"} in c["env"]
+
+
+def test_same_folder_renders_the_same_pod_template_whatever_the_head():
+    a = render_deployment(REPO, FOLDER, FolderSettings())
+    b = render_deployment(REPO, FOLDER, FolderSettings())
+    assert a["spec"]["template"] == b["spec"]["template"]
+
+
+def test_no_secret_no_credentials_volume():
+    repo = RepoRef(name="m", namespace="ml", uid="u", url="git://h/r.git", branch="main")
+    pod = render_deployment(repo, FOLDER, FolderSettings())["spec"]["template"]["spec"]
+    assert "--credentials" not in pod["initContainers"][0]["args"]
+    assert all(v["name"] != "git-credentials" for v in pod["volumes"])
+
+
+def test_service_selects_the_deployment_pods():
+    s = render_service(REPO, "Linear_Model")
+    d = render_deployment(REPO, FOLDER, FolderSettings())
+    assert s["metadata"]["name"] == d["metadata"]["name"]
+    assert s["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
+    assert s["spec"]["ports"][0]["port"] == 80 and s["spec"]["ports"][0]["targetPort"] == "http"
