@@ -2,4 +2,5 @@
 
 pytest_plugins: list[str] = [
     "fixtures.git_servers",
+    "fixtures.cluster",
 ]
