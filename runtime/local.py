@@ -189,7 +189,13 @@ class RepoCatalog:
             folder = extract_folder(self.repo, version.commit, name, self.cache_dir)
         except RuntimeError as exc:
             raise DeploymentError(f"{DEPLOYMENTS_DIR}/{name}", str(exc)) from None
-        return load_served(folder, name, version.number, version.commit, self.default_timeout)
+        try:
+            return load_served(folder, name, version.number, version.commit, self.default_timeout)
+        except DeploymentError as exc:  # name the file as it is in the repository, not the cache
+            where = Path(exc.path)
+            if where.is_relative_to(folder):
+                where = Path(DEPLOYMENTS_DIR, name, where.relative_to(folder))
+            raise DeploymentError(where, exc.problem) from None
 
     # -- requests (event loop) ---------------------------------------------------------------
     async def resolve(self, name: str, ref: str) -> Served:

@@ -53,8 +53,12 @@ async def model_routes(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await app(scope, receive, send)
 
 
+# What BentoML answers: health, metrics, the OpenAPI page and its assets. All else is ours.
+BENTOML_PATHS = ("/livez", "/healthz", "/metrics", "/docs.json", "/schema.json", "/static_content/", "/assets/")
+
+
 class FrontApp:
-    """Sends /v1/... and /readyz straight to the model routes, the rest to BentoML's app."""
+    """Sends model routes and /readyz straight to the RuntimeApp, BentoML's paths to BentoML."""
 
     def __init__(self, bentoml_app: Any) -> None:
         self.bentoml_app = bentoml_app
@@ -62,7 +66,7 @@ class FrontApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            if path.startswith("/v1/") or path == "/readyz":
+            if path != "/" and not path.startswith(BENTOML_PATHS):  # model routes, /readyz, 404s
                 return await model_routes(scope, receive, send)
             catalog = HOLDER.catalog
             if catalog is not None:

@@ -1,0 +1,109 @@
+"""`modelrepo serve <path-or-url>`: serve every deployment of a branch on this machine.
+
+Serves the committed state of the branch head (never the work tree), polls the branch and
+swaps in each changed deployment once its new version is loaded and has passed its
+docstring tests, exactly like a push rolls out in the cluster. A git URL is cloned (bare)
+into the cache directory and fetched on every poll.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from modelrepo.commands.runtime import add_server_arguments
+
+HELP = "serve all deployments of a git branch locally and follow new commits (push/revert)"
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a git repository: local path or URL (https://, ssh://, git://, file://, git@host:path)")
+    parser.add_argument("--branch", default="main")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--interval", default="2s", help="how often to look for new commits (e.g. 2s, 500ms, 1m)")
+    parser.add_argument("--cache-dir", help="where clones and extracted versions go (default ~/.cache/modelrepo)")
+    add_server_arguments(parser)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '2s', '500ms', '1m', '1h' or a bare number of seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 2s, 500ms or 1m")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def is_url(source: str) -> bool:
+    return "://" in source or bool(_SCP_LIKE.match(source))
+
+
+def redact(url: str) -> str:
+    """The URL without a password (never print credentials)."""
+    return re.sub(r"(://)[^@/]*@", r"\1***@", url)
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelrepo.cli import UserError
+    from modelrepo.runtime.launch import serve
+
+    try:
+        interval = parse_duration(args.interval)
+    except ValueError as exc:
+        raise UserError(f"--interval: {exc}") from None
+    if interval <= 0:
+        raise UserError("--interval must be more than 0")
+    cache_root = Path(args.cache_dir or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    if not args.cache_dir:
+        cache_root = cache_root / "modelrepo"
+    if is_url(args.source):
+        key = hashlib.sha256(args.source.encode()).hexdigest()[:16]
+        cache_dir = cache_root / "serve" / key
+        repo = cache_dir / "repo.git"
+        if not (repo / "HEAD").exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            print(f"cloning {redact(args.source)} into {repo}", flush=True)
+            _git_or_fail(None, "clone", "--bare", "--quiet", args.source, str(repo))
+        else:
+            _git_or_fail(repo, "fetch", "--quiet", "--prune", args.source,
+                         f"+refs/heads/{args.branch}:refs/heads/{args.branch}")
+        fetch = True
+    else:
+        path = Path(args.source).resolve()
+        if not path.exists():
+            raise UserError(f"{args.source}: no such directory")
+        if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=path, capture_output=True).returncode != 0:
+            raise UserError(f"{args.source}: not a git repository")
+        repo = path
+        key = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        cache_dir = cache_root / "serve" / key
+        fetch = False
+    check = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{args.branch}^{{commit}}"],
+                           cwd=repo, capture_output=True)
+    if check.returncode != 0:
+        raise UserError(f"{redact(args.source)}: no branch {args.branch!r} with a commit")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "mode": "repo", "source": str(repo), "branch": args.branch, "interval": interval,
+        "cache_dir": str(cache_dir), "fetch": fetch,
+        "max_body_bytes": args.max_body_bytes, "timeout": args.timeout,
+    }
+    print(f"serving branch {args.branch} of {redact(args.source)} at http://{args.host}:{args.port}/v1/<Name>/latest "
+          f"(checking for new commits every {args.interval})", flush=True)
+    return serve(spec, args.host, args.port)
+
+
+def _git_or_fail(repo: Path | None, *args: str) -> None:
+    from modelrepo.cli import UserError
+
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    if proc.returncode != 0:
+        raise UserError(f"git {args[0]} failed: {redact(proc.stderr.strip())}")
