@@ -66,4 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, so `python -m modelrepo.cli` and the commands share one
+    # UserError class (commands import modelrepo.cli, not __main__).
+    from modelrepo.cli import main as _main
+
+    sys.exit(_main())
