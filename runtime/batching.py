@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -26,6 +27,18 @@ from modelrepo.runtime.protocol import describe_exception
 log = logging.getLogger("modelrepo.runtime")
 
 Outcome = tuple[bool, Any]  # (True, result) or (False, "<ExceptionType>: message")
+
+
+class _Part:
+    """The rows of one request, filled in as batches containing them finish."""
+
+    __slots__ = ("calls", "future", "taken", "outcomes")
+
+    def __init__(self, calls: Sequence[tuple[Any, ...]], future: asyncio.Future[list[Outcome]]) -> None:
+        self.calls = calls
+        self.future = future
+        self.taken = 0
+        self.outcomes: list[Outcome] = []
 
 
 class BatchDispatcher:
@@ -39,34 +52,48 @@ class BatchDispatcher:
         self.max_batch_size = max(1, max_batch_size)
         self.executor = executor
         self.label = label
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Outcome]]] = []
+        self._queue: deque[_Part] = deque()
         self._draining = False
 
     async def submit(self, calls: Sequence[tuple[Any, ...]]) -> list[Outcome]:
         """Outcomes of `calls` (argument tuples), in order."""
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in calls]
-        self._queue.extend(zip(calls, futures, strict=True))
+        part = _Part(calls, loop.create_future())
+        self._queue.append(part)
         if not self._draining:
             self._draining = True
             loop.create_task(self._drain())
-        return list(await asyncio.gather(*futures))
+        return await part.future
+
+    def _next_batch(self) -> list[tuple[_Part, int, int]]:
+        """Up to max_batch_size queued rows, as (part, start, end) slices, oldest first."""
+        batch: list[tuple[_Part, int, int]] = []
+        room = self.max_batch_size
+        while self._queue and room:
+            part = self._queue[0]
+            if part.future.done():  # the caller timed out: skip its rows
+                self._queue.popleft()
+                continue
+            take = min(room, len(part.calls) - part.taken)
+            batch.append((part, part.taken, part.taken + take))
+            part.taken += take
+            room -= take
+            if part.taken == len(part.calls):
+                self._queue.popleft()
+        return batch
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._queue:
-                batch = self._queue[: self.max_batch_size]
-                del self._queue[: self.max_batch_size]
-                batch = [(args, fut) for args, fut in batch if not fut.done()]  # timed-out callers
-                if not batch:
-                    continue
-                outcomes = await loop.run_in_executor(
-                    self.executor, self.call_batch, [args for args, _ in batch]
-                )
-                for (_, fut), outcome in zip(batch, outcomes, strict=True):
-                    if not fut.done():
-                        fut.set_result(outcome)
+            while batch := self._next_batch():
+                calls = [c for part, start, end in batch for c in part.calls[start:end]]
+                outcomes = await loop.run_in_executor(self.executor, self.call_batch, calls)
+                offset = 0
+                for part, start, end in batch:
+                    part.outcomes.extend(outcomes[offset:offset + end - start])
+                    offset += end - start
+                    if len(part.outcomes) == len(part.calls) and not part.future.done():
+                        part.future.set_result(part.outcomes)
         finally:
             self._draining = False
 

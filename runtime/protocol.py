@@ -130,19 +130,19 @@ def _batch(data: Any, arg_names: list[str]) -> Call:
     if not isinstance(data, list):
         raise BadRequest('a batch is {"data": [[id, arguments...], ...]}; "data" is not a list')
     arity = len(arg_names)
-    ids: list[Any] = []
-    calls: list[tuple[Any, ...]] = []
-    for index, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != arity + 1:
-            raise BadRequest(
-                f'"data"[{index}]: a batch row is [id, {", ".join(arg_names) or "(no arguments)"}] '
-                f"({arity + 1} items)"
-            )
-        row_id = row[0]
-        if isinstance(row_id, bool) or not isinstance(row_id, (int, str)):
-            raise BadRequest(f'"data"[{index}][0]: a row id must be an integer or a string')
-        ids.append(row_id)
-        calls.append(tuple(row[1:]))
+    width = arity + 1
+    # Whole-list checks first (fast path for 1,000s of rows); find the culprit only on failure.
+    if not all(type(row) is list and len(row) == width for row in data):
+        index = next(i for i, row in enumerate(data) if type(row) is not list or len(row) != width)
+        raise BadRequest(
+            f'"data"[{index}]: a batch row is [id, {", ".join(arg_names) or "(no arguments)"}] '
+            f"({width} items)"
+        )
+    ids = [row[0] for row in data]
+    if not all(type(i) is int or type(i) is str for i in ids):
+        index = next(i for i, row_id in enumerate(ids) if type(row_id) is not int and type(row_id) is not str)
+        raise BadRequest(f'"data"[{index}][0]: a row id must be an integer or a string')
+    calls = [(row[1],) for row in data] if arity == 1 else [tuple(row[1:]) for row in data]
     return Call(calls, ids)
 
 

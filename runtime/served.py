@@ -122,14 +122,15 @@ class ResultNotJSON(Exception):
 
 
 def _batch_body(ids: list[Any], outcomes: list[Outcome], label: str) -> bytes:
-    rows: list[list[Any]] = []
     errors: list[dict[str, Any]] = []
-    for row_id, (ok, value) in zip(ids, outcomes, strict=True):
-        if ok:
-            rows.append([row_id, value])
-        else:
-            rows.append([row_id, None])
-            errors.append({"id": row_id, "error": value})
+    if all(ok for ok, _ in outcomes):
+        rows = [[row_id, value] for row_id, (_, value) in zip(ids, outcomes, strict=True)]
+    else:
+        rows = []
+        for row_id, (ok, value) in zip(ids, outcomes, strict=True):
+            rows.append([row_id, value if ok else None])
+            if not ok:
+                errors.append({"id": row_id, "error": value})
     document: dict[str, Any] = {"data": rows}
     if errors:
         document["errors"] = errors

@@ -1,0 +1,94 @@
+"""Pure functions of the runtime: the batch rule, JSON conversion, the batching dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelrepo.runtime import jsonify
+from modelrepo.runtime.batching import BatchDispatcher
+from modelrepo.runtime.protocol import BadRequest, batch_flag, parse_request, parse_route
+
+
+def parse(data, names=("x",), types=("int",), batch=None):
+    return parse_request(json.dumps({"data": data}).encode(), list(names), list(types), batch)
+
+
+def test_batch_rule_reads_list_of_lists_as_batch_only_for_scalar_arguments():
+    assert parse([[1, 4], [2, 5]]).ids == [1, 2]
+    assert parse(4).ids is None
+    # a list argument: the same body is ONE call, never misread as a batch
+    single = parse([[1, 4], [2, 5]], types=("list",))
+    assert single.ids is None and single.calls == [([[1, 4], [2, 5]],)]
+    assert parse([[1, 4]], types=(None,)).ids is None  # undeclared type: single
+    assert parse([[1, [4]]], types=("list",), batch=True).calls == [([4],)]
+    assert parse([[1, 4]], batch=False).calls == [([[1, 4]],)]
+
+
+def test_several_arguments_single_and_batch():
+    assert parse([1, 2], names=("a", "b"), types=("int", "int")).calls == [(1, 2)]
+    assert parse({"b": 2, "a": 1}, names=("a", "b"), types=("int", "int")).calls == [(1, 2)]
+    assert parse([[7, 1, 2]], names=("a", "b"), types=("int", "int")).calls == [(1, 2)]
+    with pytest.raises(BadRequest, match="takes 2 arguments"):
+        parse([1], names=("a", "b"), types=("int", "int"))
+    with pytest.raises(BadRequest, match=r'"data"\[1\]'):
+        parse([[1, 1, 2], [2, 1]], names=("a", "b"), types=("int", "int"))
+    with pytest.raises(BadRequest, match="row id"):
+        parse([[1.5, 1]], batch=True)
+
+
+def test_routes_and_flag():
+    assert parse_route("/v1/Linear_Model/latest") == ("Linear_Model", "latest")
+    assert parse_route("/v1/Linear_Model/abc1234/") == ("Linear_Model", "abc1234")
+    assert parse_route("/v1/1bad/latest") is None
+    assert batch_flag(b"batch=true") is True and batch_flag(b"x=1") is None
+    with pytest.raises(BadRequest):
+        batch_flag(b"batch=perhaps")
+
+
+def test_numpy_pandas_and_friends_become_json():
+    value = {
+        "arr": np.array([[1, 2], [3, 4]]), "f": np.array([1.5, np.nan]), "i": np.int32(3), "b": np.bool_(True),
+        "df": pd.DataFrame({"a": [1, 2], "b": [None, "x"]}), "s": pd.Series([1.0, np.nan]),
+        "t": pd.Timestamp("2024-05-01"), "nat": pd.NaT, "d": datetime.date(2024, 1, 2), "inf": float("inf"),
+        np.int64(5): "key", "dt64": np.array(["2024-01-01"], dtype="datetime64[ns]"),
+    }
+    assert json.loads(jsonify.dumps(value)) == {
+        "arr": [[1, 2], [3, 4]], "f": [1.5, None], "i": 3, "b": True,
+        "df": [{"a": 1, "b": None}, {"a": 2, "b": "x"}], "s": [1.0, None],
+        "t": "2024-05-01T00:00:00", "nat": None, "d": "2024-01-02", "inf": None, "5": "key",
+        "dt64": ["2024-01-01T00:00:00"],
+    }
+    with pytest.raises(jsonify.NotRepresentable, match="object"):
+        jsonify.dumps(object())
+
+
+def test_dispatcher_batches_concurrent_requests_and_isolates_failures():
+    sizes: list[int] = []
+
+    def twice(xs):
+        sizes.append(len(xs))
+        if -1 in xs:
+            raise ValueError("negative")
+        return [2 * x for x in xs]
+
+    async def run():
+        with ThreadPoolExecutor(2) as pool:
+            d = BatchDispatcher(twice, 1, 100, pool, "Twice")
+            results = await asyncio.gather(*(d.submit([(i,)]) for i in range(50)))
+            mixed = await d.submit([(1,), (-1,), (3,)])
+            big = await d.submit([(i,) for i in range(250)])
+            return results, mixed, big
+
+    results, mixed, big = asyncio.run(run())
+    assert [r[0] for r in results] == [(True, 2 * i) for i in range(50)]
+    assert len(sizes) < 50  # concurrent single requests shared calls
+    assert mixed == [(True, 2), (False, "ValueError: negative"), (True, 6)]
+    assert [v for _, v in big] == [2 * i for i in range(250)]
+    assert max(sizes) == 100  # never more than maxBatchSize rows in one call
