@@ -2,6 +2,9 @@
 
 pytest_plugins: list[str] = [
     "fixtures.git_servers",
+    "fixtures.model_repos",
     "fixtures.cluster",
+    "fixtures.operator",
+    "fixtures.helm",
     "fixtures.runtime_server",
 ]
