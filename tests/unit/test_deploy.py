@@ -1,0 +1,352 @@
+"""modelrepo.deploy() end to end on real git repositories (no cluster).
+
+Functions here live in an importable module (this test file); scripts run as `__main__` and a
+separate module are covered in test_capture_cases.py, notebooks in test_notebook_deploy.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from fixtures.model_repos import run_cli
+
+import modelrepo
+from modelrepo import deployer
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def call_in_fresh_python(folder: Path, *args):
+    """Load a deployment folder in a new interpreter (that never saw the function) and call it."""
+    code = (
+        "import json, sys\n"
+        "from modelrepo.runtime.loader import load_deployment\n"
+        "f = load_deployment(sys.argv[1]).function\n"
+        "print(json.dumps(f(*json.loads(sys.argv[2]))))\n"
+    )
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(folder), json.dumps(list(args))],
+        capture_output=True, text=True, cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def repo_state(repo: Path) -> tuple[str, str, list[str]]:
+    """HEAD, porcelain status and the list of every file: 'exactly as it was' in one value."""
+    files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if ".git" not in p.parts)
+    return git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"), files
+
+
+OFFSET = 10
+
+
+def Add_Offset(x: int) -> int:
+    """
+    >>> Add_Offset(1)
+    11
+    """
+    return x + OFFSET
+
+
+def Wrong_Doc(x: int) -> int:
+    """
+    >>> Wrong_Doc(2)
+    5
+    >>> Wrong_Doc(3)
+    6
+    """
+    return x * 2
+
+
+def test_sample_repo_has_each_deployment_with_its_versions(sample_repo):
+    versions = {
+        name: [v.commit for v in modelrepo.history.versions_of(sample_repo.path, name)]
+        for name in sample_repo.commits
+    }
+    assert versions == sample_repo.commits
+    assert len(sample_repo.commits["Greet"]) == 2
+    root = sample_repo.path / "deployments"
+    assert call_in_fresh_python(root / "Double", 4) == 8
+    assert call_in_fresh_python(root / "Greet", "Ada") == "Hi, Ada!"
+    assert call_in_fresh_python(root / "Linear_Model", 3.0) == pytest.approx(7.0)
+    assert call_in_fresh_python(root / "Batch_Double", [1, 2, 3]) == [2, 4, 6]
+    meta = yaml.safe_load((root / "Batch_Double" / "metadata.yaml").read_text())
+    assert meta["runtimeInfo"]["batch"] is True
+    assert git(sample_repo.path, "status", "--porcelain") == ""
+
+
+def test_deploy_writes_the_design_format(model_repo):
+    result = modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    folder = model_repo / "deployments" / "Add_Offset"
+    assert (result.name, result.version, result.branch) == ("Add_Offset", 1, "main")
+    assert result.commit == git(model_repo, "rev-parse", "HEAD")
+    assert git(model_repo, "log", "-1", "--format=%s") == "Deploy Add_Offset"
+    changed = git(model_repo, "show", "--name-only", "--format=", "HEAD").splitlines()
+    assert changed == [
+        "deployments/Add_Offset/metadata.yaml",
+        "deployments/Add_Offset/requirements.txt",
+        "deployments/Add_Offset/source.py",
+    ]
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text())
+    assert meta == {
+        "schemaVersion": 2,
+        "runtimeInfo": {
+            "mainFunction": "Add_Offset",
+            "mainFunctionArgs": ["x:int"],
+            "pythonVersion": f"{sys.version_info.major}.{sys.version_info.minor}",
+            "systemPackages": [],
+        },
+    }
+    source = (folder / "source.py").read_text()
+    assert "OFFSET = 10\n" in source
+    assert source.rstrip().endswith("return x + OFFSET")
+    assert call_in_fresh_python(folder, 5) == 15
+    assert run_cli("validate", str(model_repo)).returncode == 0
+
+
+def test_doctest_failure_prints_example_expected_got_and_leaves_repo_as_it_was(model_repo):
+    modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    (model_repo / "notes.txt").write_text("work in progress\n")  # an untracked file of the user
+    before = repo_state(model_repo)
+    with pytest.raises(modelrepo.DeployError) as info:
+        modelrepo.deploy(Wrong_Doc, repo=str(model_repo))
+    message = str(info.value)
+    assert "example:  >>> Wrong_Doc(2)" in message
+    assert "expected: 5" in message
+    assert "got:      4" in message
+    assert "Wrong_Doc(3)" not in message  # the passing example is not reported
+    assert "nothing was committed" in message
+    assert repo_state(model_repo) == before
+
+
+def test_failing_redeploy_leaves_the_previous_version(model_repo, monkeypatch):
+    modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    before = repo_state(model_repo)
+    monkeypatch.setattr(sys.modules[__name__], "OFFSET", 11)  # now the docstring is wrong
+    with pytest.raises(modelrepo.DeployError, match="expected: 11"):
+        modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    assert repo_state(model_repo) == before
+
+
+def _open_file(tmp: Path):
+    handle = open(tmp / "f.txt", "w")  # noqa: SIM115 - the point is an open file
+
+    def Uses_File(x):
+        handle.write(x)
+
+    return Uses_File, handle.close
+
+
+def _socket(tmp: Path):
+    conn = socket.socket()
+
+    def Uses_Socket(x):
+        return conn.fileno() + x
+
+    return Uses_Socket, conn.close
+
+
+def _generator(tmp: Path):
+    numbers = (i for i in range(3))
+
+    def Uses_Generator(x):
+        return next(numbers) + x
+
+    return Uses_Generator, lambda: None
+
+
+def _lock(tmp: Path):
+    guard = threading.Lock()
+
+    def Uses_Lock(x):
+        with guard:
+            return x
+
+    return Uses_Lock, lambda: None
+
+
+@pytest.mark.parametrize(
+    ("make", "variable", "why"),
+    [
+        (_open_file, "handle", "open TextIOWrapper"),
+        (_socket, "conn", "open socket"),
+        (_generator, "numbers", "generator"),
+        (_lock, "guard", "cannot pickle '_thread.lock' object"),
+    ],
+    ids=["open-file", "socket", "generator", "lock"],
+)
+def test_uncapturable_value_fails_before_anything_is_written(model_repo, tmp_path, make, variable, why):
+    fn, close = make(tmp_path)
+    before = repo_state(model_repo)
+    try:
+        with pytest.raises(modelrepo.DeployError) as info:
+            modelrepo.deploy(fn, repo=str(model_repo))
+    finally:
+        close()
+    assert f"cannot capture `{variable}`" in str(info.value)
+    assert why in str(info.value)
+    assert repo_state(model_repo) == before
+
+
+def test_push_to_a_bare_remote(model_repo, tmp_path):
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(model_repo, "remote", "add", "origin", str(bare))
+    result = modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    assert result.pushed_to == "origin"
+    assert git(bare, "rev-parse", "refs/heads/main") == result.commit
+    local_only = modelrepo.deploy(Add_Offset, repo=str(model_repo), name="Other", push=False)
+    assert local_only.pushed_to is None
+    assert git(bare, "rev-parse", "refs/heads/main") == result.commit
+
+
+def test_push_rejected_keeps_the_local_commit_and_says_so(model_repo, tmp_path, capsys):
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(model_repo), str(bare))
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(bare), str(other))
+    (other / "x.txt").write_text("someone else's commit\n")
+    git(other, "add", "x.txt")
+    git(other, "commit", "-q", "-m", "other")
+    git(other, "push", "-q", "origin", "main")
+    git(model_repo, "remote", "add", "origin", str(bare))
+    result = modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    assert result.pushed_to is None
+    assert git(model_repo, "rev-parse", "HEAD") == result.commit
+    err = capsys.readouterr().err
+    assert f"committed {result.commit[:7]} locally, but pushing main to origin failed" in err
+
+
+def test_switch_branch_sends_later_deploys_to_a_new_branch(model_repo, monkeypatch):
+    monkeypatch.setattr(deployer, "_branch_override", None)
+    main_before = git(model_repo, "rev-parse", "main")
+    modelrepo.switch_branch("staging")
+    result = modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    assert result.branch == "staging"
+    assert git(model_repo, "rev-parse", "staging") == result.commit
+    assert git(model_repo, "rev-parse", "staging^") == main_before
+    assert git(model_repo, "rev-parse", "main") == main_before
+    assert git(model_repo, "branch", "--show-current") == "main"  # work tree not switched
+    assert not (model_repo / "deployments" / "Add_Offset").exists()
+    assert git(model_repo, "status", "--porcelain") == ""
+    again = modelrepo.deploy(Add_Offset, repo=str(model_repo), name="Second")
+    assert again.branch == "staging" and again.version == 1
+    explicit = modelrepo.deploy(Add_Offset, repo=str(model_repo), branch="main")
+    assert explicit.branch == "main"
+    assert (model_repo / "deployments" / "Add_Offset" / "source.py").exists()
+
+
+def test_version_numbers_over_several_deploys_and_a_revert(model_repo, monkeypatch):
+    this = sys.modules[__name__]
+    results = []
+    for offset in (10, 10, 10):
+        monkeypatch.setattr(this, "OFFSET", offset)
+        results.append(modelrepo.deploy(Add_Offset, repo=str(model_repo), message=f"offset {offset}"))
+    # the same function again changes nothing: no new commit, same version
+    assert [r.version for r in results] == [1, 1, 1]
+    assert [r.changed for r in results] == [True, False, False]
+    (model_repo / "deployments" / "Add_Offset" / "source.py").open("a").write("# hand edit\n")
+    git(model_repo, "commit", "-q", "-am", "hand edit")
+    git(model_repo, "revert", "--no-edit", "HEAD")
+    proc = run_cli("versions", str(model_repo), "Add_Offset")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["VERSION", "COMMIT", "DATE", "MESSAGE"]
+    assert [line.split()[0] for line in lines[1:]] == ["3", "2", "1"]
+    assert lines[1].split(None, 3)[3].startswith('Revert "hand edit"')
+    assert lines[3].split(None, 3)[3] == "offset 10"
+    nxt = modelrepo.deploy(Add_Offset, repo=str(model_repo), name="Add_Offset", message="again")
+    assert nxt.version == 3 and not nxt.changed  # the revert restored what deploy writes
+
+
+def test_deploy_commits_only_its_folder(model_repo):
+    (model_repo / "README.md").write_text("changed by the user\n")
+    (model_repo / "staged.txt").write_text("staged by the user\n")
+    git(model_repo, "add", "staged.txt")
+    result = modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    files = git(model_repo, "show", "--name-only", "--format=", result.commit).splitlines()
+    assert all(f.startswith("deployments/Add_Offset/") for f in files)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "-z"], cwd=model_repo, capture_output=True, text=True
+    ).stdout.split("\0")
+    assert set(filter(None, status)) == {" M README.md", "A  staged.txt"}
+
+
+def test_redeploy_keeps_hand_added_files_and_deployment_section(model_repo):
+    modelrepo.deploy(sys.modules[__name__].Add_Offset, repo=str(model_repo))
+    folder = model_repo / "deployments" / "Add_Offset"
+    (folder / "notes.md").write_text("kept\n")
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text())
+    meta["deployment"] = {"replicas": 2}
+    (folder / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    git(model_repo, "add", "-A")
+    git(model_repo, "commit", "-q", "-m", "hand edits")
+    def Add_Offset(x: int) -> int:  # a new definition under the same name
+        return x + 100
+
+    again = modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    assert again.version == 3
+    assert (folder / "notes.md").read_text() == "kept\n"
+    assert yaml.safe_load((folder / "metadata.yaml").read_text())["deployment"] == {"replicas": 2}
+    assert call_in_fresh_python(folder, 1) == 101
+    assert git(model_repo, "status", "--porcelain") == ""
+
+
+def test_stale_data_files_are_removed_on_redeploy(model_repo):
+    import numpy as np
+
+    table = np.array([1, 2, 3])
+
+    def Lookup(i: int) -> int:
+        return int(table[i])
+
+    modelrepo.deploy(Lookup, repo=str(model_repo))
+    folder = model_repo / "deployments" / "Lookup"
+    assert (folder / "data" / "table.pkl").exists()
+    assert "numpy==" in (folder / "requirements.txt").read_text()
+
+    def Lookup(i: int) -> int:  # noqa: F811 - redefined, as in a notebook
+        return i
+
+    modelrepo.deploy(Lookup, repo=str(model_repo))
+    assert not (folder / "data" / "table.pkl").exists()
+    assert git(model_repo, "ls-files", "deployments/Lookup").splitlines() == [
+        "deployments/Lookup/metadata.yaml",
+        "deployments/Lookup/requirements.txt",
+        "deployments/Lookup/source.py",
+    ]
+    assert git(model_repo, "status", "--porcelain") == ""
+
+
+def test_bad_name_and_non_repository_are_clear_errors(model_repo, tmp_path):
+    with pytest.raises(modelrepo.DeployError, match=r"deployment name 'bad-name' must match"):
+        modelrepo.deploy(Add_Offset, repo=str(model_repo), name="bad-name")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(modelrepo.DeployError, match="is not inside a git repository"):
+        modelrepo.deploy(Add_Offset, repo=str(plain))
+    with pytest.raises(modelrepo.DeployError, match="not a lambda"):
+        modelrepo.deploy(lambda x: x, repo=str(model_repo), name="Lam")
+
+
+def test_python_version_is_written_and_a_mismatch_refused_by_the_loader(model_repo):
+    from modelrepo.runtime.loader import DeploymentError, load_deployment
+
+    modelrepo.deploy(Add_Offset, repo=str(model_repo), python_version="3.99")
+    folder = model_repo / "deployments" / "Add_Offset"
+    assert yaml.safe_load((folder / "metadata.yaml").read_text())["runtimeInfo"]["pythonVersion"] == "3.99"
+    with pytest.raises(DeploymentError, match="pythonVersion is 3.99 but this runtime runs Python"):
+        load_deployment(folder)
