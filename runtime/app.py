@@ -88,28 +88,30 @@ class RuntimeApp:
         started = time.perf_counter()
         name, ref = route
         headers = self.catalog.headers
+        # Metric labels only for what exists: unknown names must not grow the label set.
+        known, version = "-", "-"
         try:
             served = await self.catalog.resolve(name, ref)
             headers = served.headers
+            known, version = name, str(served.number)
             body = await self._read_body(scope, receive)
             call = parse_request(body, served.arg_names, served.arg_types, batch_flag(scope["query_string"]))
             status, payload = await served.answer(call)
-            version = str(served.number)
         except BadRequest as exc:
-            status, payload, version = 400, error_body(str(exc)), "-"
+            status, payload = 400, error_body(str(exc))
         except NotFound as exc:
-            status, payload, version = 404, error_body(str(exc)), "-"
+            status, payload = 404, error_body(str(exc))
         except BodyTooLarge as exc:
-            status, payload, version = 413, error_body(str(exc)), "-"
+            status, payload = 413, error_body(str(exc))
         except NotReady as exc:
-            status, payload, version = 503, error_body(str(exc)), "-"
+            status, payload = 503, error_body(str(exc))
         except ResultNotJSON as exc:
-            status, payload, version = 500, error_body(f"TypeError: {exc}"), "-"
+            status, payload = 500, error_body(f"TypeError: {exc}")
         except Exception as exc:  # a bug of ours: answer, log the traceback, keep serving
             log.exception("internal error answering %s", path)
-            status, payload, version = 500, error_body(f"internal error: {type(exc).__name__}"), "-"
+            status, payload = 500, error_body(f"internal error: {type(exc).__name__}")
         await _send(send, status, payload, headers)
-        self._observe(name, version, status, time.perf_counter() - started)
+        self._observe(known, version, status, time.perf_counter() - started)
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
         limit = self.max_body_bytes

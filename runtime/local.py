@@ -104,6 +104,7 @@ class RepoCatalog:
         self._sync_error = ""
         self._cache: OrderedDict[tuple[str, str], Served] = OrderedDict()  # event loop only
         self._failed: dict[tuple[str, str], str] = {}
+        self._refused: dict[str, str] = {}             # name -> newest commit that was refused
         self._loading: dict[tuple[str, str], asyncio.Future[Served]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelrepo-poll", daemon=True)
@@ -152,24 +153,28 @@ class RepoCatalog:
             current = latest.get(name)
             if current is not None and current.commit == version.commit:
                 continue
+            if self._refused.get(name) == version.commit:  # refused already: said so once
+                continue
             label = f"{name} v{version.number} ({version.commit[:7]})"
             started = time.monotonic()
             try:
                 served = self.load(name, version)
             except DeploymentError as exc:
                 problems[name] = f"{label} refused: {exc}"
+                self._refused[name] = version.commit
                 still = f"; still serving v{current.number} ({current.commit[:7]})" if current else ""
                 print(f"{label} refused: {exc}{still}", flush=True)
-                log.error("%s refused: %s", label, exc)
                 continue
             except Exception as exc:
                 problems[name] = f"{label} refused: {type(exc).__name__}: {exc}"
+                self._refused[name] = version.commit
                 print(problems[name], flush=True)
                 log.exception("%s refused", label)
                 continue
             latest[name] = served  # the swap: new requests get the new version from here on
             self._latest = dict(latest)
             problems.pop(name, None)
+            self._refused.pop(name, None)
             print(f"{label} ready in {time.monotonic() - started:.1f}s", flush=True)
         for name in sorted(set(latest) - present):
             del latest[name]

@@ -84,7 +84,6 @@ class FolderCatalog:
         except DeploymentError as exc:
             self._problem = str(exc)
             log.error("%s refused: %s", self.label, exc)
-            print(f"{self.label} refused: {exc}", flush=True)
             return
         except Exception as exc:  # loader bug or unexpected error: report, never crash the server
             self._problem = f"loading failed: {type(exc).__name__}: {exc}"
