@@ -281,6 +281,26 @@ def folder_trees(cache: Path, sha: str) -> dict[str, str]:
     return trees
 
 
+def prefetch_blobs(
+    cache: Path, url: str, sha: str, paths: list[str], creds: Credentials | None = None, chunk: int = 2000
+) -> int:
+    """Fetch the missing blobs under `paths` at `sha` in a few round trips (not one per file)."""
+    if not paths:
+        return 0
+    out = run_git(["rev-list", "--objects", "--missing=print", sha, "--", *paths], cwd=cache)
+    missing = [line[1:].strip() for line in out.splitlines() if line.startswith("?")]
+    if not missing:
+        return 0
+    with git_environment(creds, url) as env:
+        for i in range(0, len(missing), chunk):
+            run_git(
+                ["-c", "fetch.writeCommitGraph=false", "fetch", "-q", "--no-tags", "--no-write-fetch-head",
+                 "origin", *missing[i:i + chunk]],
+                cwd=cache, env=env, creds=creds,
+            )
+    return len(missing)
+
+
 def export_folder(
     cache: Path, url: str, sha: str, path: str, dest: Path, creds: Credentials | None = None
 ) -> Path:

@@ -161,6 +161,10 @@ def _full_sync(
     )
     invalid = dict(plan.invalid)
     existing = set(folders_from_children(deployments))
+    try:  # one round trip for every changed folder's files instead of one per file
+        gitsource.prefetch_blobs(cache, repo.url, sha, [f"deployments/{f.name}" for f in plan.apply], creds)
+    except GitError as exc:
+        log.info("prefetch of %d folders failed, files will be fetched one by one: %s", len(plan.apply), exc)
     with tempfile.TemporaryDirectory(prefix="modelrepo-export-") as tmp:
         for folder in plan.apply:
             problem = _check_and_apply(repo, cache, sha, creds, folder, Path(tmp))
