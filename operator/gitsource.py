@@ -127,6 +127,11 @@ def git_environment(creds: Credentials | None, url: str) -> Iterator[dict[str, s
     tmp = tempfile.mkdtemp(prefix="modelrepo-git-")
     try:
         os.chmod(tmp, 0o700)
+        # Hermetic: no user/global config; and pods clone into an emptyDir owned by root, which
+        # git >= 2.35.2 would refuse as "dubious ownership" (settable only in global config).
+        global_config = Path(tmp, "gitconfig")
+        global_config.write_text("[safe]\n\tdirectory = *\n")
+        env["GIT_CONFIG_GLOBAL"] = str(global_config)
         config: list[tuple[str, str]] = [("protocol.file.allow", "always"), ("core.askPass", "")]
         if creds.username or creds.password:
             askpass = Path(tmp, "askpass.sh")
