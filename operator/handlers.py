@@ -78,6 +78,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.reporting_component = "modelrepo-operator"
     settings.posting.event_name_prefix = "modelrepo-"
     settings.peering.standalone = True
+    # No scanning of CRDs/namespaces: the CRD exists before the operator starts, and the watched
+    # namespaces are given by name; this keeps the RBAC to what docs/operator.md lists.
+    settings.scanning.disabled = True
     if CONFIG.get("webhook_port"):
         await _start_webhooks()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,9 @@ ANN_NAME = f"{GROUP}/name"
 ANN_TREE = f"{GROUP}/tree"
 ANN_CONFIG = f"{GROUP}/config"
 ANN_VERSION = f"{GROUP}/version"
-DEFAULT_IMAGE = "modelrepo:dev"
+# The image of the pods when spec.runtime.image is not set; the Helm chart sets it to the
+# operator's own image (one image for both).
+DEFAULT_IMAGE = os.environ.get("MODELREPO_RUNTIME_IMAGE") or "modelrepo:dev"
 RUNTIME_PORT = 3000
 RUNTIME_UID = 10001
 MODEL_DIR = "/model"
@@ -65,12 +68,16 @@ class RepoRef:
         )
 
     @property
+    def image(self) -> str:
+        return self.runtime.get("image") or DEFAULT_IMAGE
+
+    @property
     def ref(self) -> str:
         return self.branch or self.revision or "main"
 
     def config_hash(self) -> str:
         """Hash of every repository-level input of the rendering: a change rolls every child."""
-        data = [RENDER_VERSION, self.url, self.ref, self.secret_name, self.runtime, self.service]
+        data = [RENDER_VERSION, self.url, self.ref, self.secret_name, self.image, self.runtime, self.service]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -96,7 +103,9 @@ class FolderSettings:
 def owner_reference(repo: RepoRef) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION, "kind": KIND, "name": repo.name, "uid": repo.uid,
-        "controller": True, "blockOwnerDeletion": True,
+        # No blockOwnerDeletion: it would need update on modelrepos/finalizers (least privilege);
+        # background garbage collection removes the children all the same.
+        "controller": True,
     }
 
 
@@ -145,7 +154,7 @@ def _container_security() -> dict[str, Any]:
 def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -> dict[str, Any]:
     """The Deployment serving `folder` at `folder.commit`."""
     name = child_name(repo.name, folder.name)
-    image = repo.runtime.get("image") or DEFAULT_IMAGE
+    image = repo.image
     pull = repo.runtime.get("imagePullPolicy") or "IfNotPresent"
     replicas = settings.replicas if settings.replicas is not None else repo.runtime.get("replicas", 1)
     path = f"deployments/{folder.name}"
