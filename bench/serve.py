@@ -244,6 +244,7 @@ def main() -> int:
 
         fn_call = _function_time(model)
         batch_rows = _batch(procs["batch"], args.batch_requests)
+        rowwise = _batch(procs["modelrepo"], max(5, args.batch_requests // 5))
         vector = _vector_time(model)
     finally:
         for p in procs.values():
@@ -274,6 +275,9 @@ def main() -> int:
         f"| modelrepo, one request `{{\"data\": [[id, x], ...]}}` to a batch function | "
         f"{batch_rows * 1000:.2f} | {1000 / batch_rows:.0f} |",
         f"| the function's own vectorised call (in process) | {vector * 1000:.2f} | {1000 / vector:.0f} |",
+        f"| modelrepo, one batch request to the one-row function (1,000 calls in one thread job) | "
+        f"{rowwise * 1000:.2f} | {1000 / rowwise:.0f} |",
+        f"| modelrepo, 1,000 single requests at the throughput above | {1e6 / m['rps']:.0f} | {m['rps']:.0f} |",
         "",
         f"- batch request / vectorised call time: **{batch_rows / vector:.2f}x** "
         f"(HTTP, JSON of 1,000 rows both ways, included)",

@@ -162,6 +162,14 @@ class RepoCatalog:
             except DeploymentError as exc:
                 problems[name] = f"{label} refused: {exc}"
                 self._refused[name] = version.commit
+                if current is None:  # nothing serving yet (server start): fall back to an older version
+                    current = self._newest_working(name, versions[name][:-1])
+                    if current is not None:
+                        latest[name] = current
+                        self._latest = dict(latest)
+                        print(f"{label} refused: {exc}; serving v{current.number} ({current.commit[:7]}) instead",
+                              flush=True)
+                        continue
                 still = f"; still serving v{current.number} ({current.commit[:7]})" if current else ""
                 print(f"{label} refused: {exc}{still}", flush=True)
                 continue
@@ -187,6 +195,15 @@ class RepoCatalog:
         self.headers = answer_headers(head, None)
         self._synced = True
         self._sync_error = ""
+
+    def _newest_working(self, name: str, older: list[Version], tries: int = 5) -> Served | None:
+        """The newest of the last `tries` older versions that loads and passes its tests."""
+        for version in reversed(older[-tries:]):
+            try:
+                return self.load(name, version)
+            except DeploymentError:
+                continue
+        return None
 
     def load(self, name: str, version: Version) -> Served:
         """Extract, import and test one version (any thread); raise DeploymentError if refused."""

@@ -176,3 +176,16 @@ def test_bad_source_or_branch_is_a_clear_usage_error(tmp_path):
     assert bad_interval.returncode == 2 and "--interval" in bad_interval.stderr
     for proc in (not_repo, no_branch, bad_interval):
         assert "Traceback" not in proc.stderr
+
+
+def test_broken_head_at_start_serves_the_newest_version_that_works(tmp_path, servers):
+    repo = init_repo(tmp_path / "models")
+    write_model(repo, 2)
+    v1 = commit_all(repo, "v1")
+    source = repo / "deployments" / "Linear_Model" / "source.py"
+    source.write_text(source.read_text().replace("return 2 * x", "return 7 * x"))  # docstring test fails
+    commit_all(repo, "v2: breaks its own docstring test")
+    server = start_serve(servers, str(repo))
+    assert answer(server) == 20
+    assert f"serving v1 ({v1[:7]}) instead" in server.output()
+    assert "docstring test failed" in server.output()
