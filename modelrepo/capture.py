@@ -32,6 +32,17 @@ class CaptureError(Exception):
 
 
 @dataclass
+class Definition:
+    """A helper (or the main function) copied as source; `needs` = names its def/class
+    statement evaluates when it runs (decorators, defaults, annotations, bases, class body)."""
+
+    name: str
+    source: str
+    obj: Any
+    needs: set[str] = field(default_factory=set)
+
+
+@dataclass
 class Captured:
     """What source.py must contain for `main` to run without the notebook."""
 
@@ -40,7 +51,7 @@ class Captured:
     imports: dict[str, str] = field(default_factory=dict)  # bound name -> import line
     literals: dict[str, str] = field(default_factory=dict)  # name -> Python literal text
     values: dict[str, Any] = field(default_factory=dict)  # name -> object to pickle
-    definitions: list[str] = field(default_factory=list)  # helper sources, main last
+    definitions: list[Definition] = field(default_factory=list)  # dependencies first, main last
     modules: set[str] = field(default_factory=set)  # modules imported by the import lines
     user_modules: set[str] = field(default_factory=set)  # modules to pickle by value
 
@@ -370,7 +381,7 @@ class _Walker:
         node = tree.body[0]
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             raise CaptureError(f"cannot capture `{name}`: its source is not a `def` statement")
-        source, skip = self._rewrite_defaults(name, fn, source, node)
+        source, skip, renamed = self._rewrite_defaults(name, fn, source, node)
         namespace = fn.__globals__
         # the closure's variables become module-level names in source.py
         for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
@@ -379,14 +390,15 @@ class _Walker:
             except ValueError:
                 continue
             self.bind(var, value)
-        needed = _code_names(fn.__code__) | _header_names(node, skip)
+        header = _header_names(node, skip) | renamed
+        needed = _code_names(fn.__code__) | header
         self._bind_globals(needed, namespace)
         self._submodule_imports(node, namespace)
-        self.result.definitions.append(source.rstrip() + "\n")
+        self.result.definitions.append(Definition(name, source.rstrip() + "\n", fn, header))
 
     def _rewrite_defaults(
         self, name: str, fn: types.FunctionType, source: str, node: ast.FunctionDef | ast.AsyncFunctionDef
-    ) -> tuple[str, set[int]]:
+    ) -> tuple[str, set[int], set[str]]:
         """Replace default expressions that source.py could not re-evaluate by captured names."""
         pairs: list[tuple[ast.expr, str, Any]] = []
         a = node.args
@@ -399,6 +411,7 @@ class _Walker:
             if expr is not None and fn.__kwdefaults__ and arg.arg in fn.__kwdefaults__:
                 pairs.append((expr, arg.arg, fn.__kwdefaults__[arg.arg]))
         lines = source.splitlines(keepends=True)
+        renamed: set[str] = set()
         skip: set[int] = set()
         replacements = []
         for expr, arg, value in pairs:
@@ -410,6 +423,7 @@ class _Walker:
             if isinstance(expr, ast.Name) and fn.__globals__.get(expr.id, _MISSING) is value:
                 continue
             new_name = f"_{name}_{arg}_default"
+            renamed.add(new_name)
             self.bind(new_name, value)
             skip.add(id(expr))
             replacements.append((expr, new_name))
@@ -424,7 +438,7 @@ class _Walker:
             else:
                 lines[start] = (first[: expr.col_offset] + new_name.encode() + last[expr.end_col_offset:]).decode()
                 del lines[start + 1 : end + 1]
-        return "".join(lines), skip
+        return "".join(lines), skip, renamed
 
     def _define_class(self, name: str, cls: type) -> None:
         source = _source_of(cls, name)
@@ -441,7 +455,8 @@ class _Walker:
             needed |= _code_names(method.__code__)
         self._bind_globals(needed - {name}, namespace)
         self._submodule_imports(node, namespace)
-        self.result.definitions.append(source.rstrip() + "\n")
+        header = _class_body_names(node) - {name}
+        self.result.definitions.append(Definition(name, source.rstrip() + "\n", cls, header))
 
     def _bind_globals(self, names: set[str], namespace: dict[str, Any]) -> None:
         for global_name in sorted(names):

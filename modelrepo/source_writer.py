@@ -14,6 +14,7 @@ import yaml
 
 from modelrepo.capture import Captured, CaptureError
 from modelrepo.requirements import pinned_requirements
+from modelrepo.values import source_global
 
 GENERATED = ("source.py", "metadata.yaml", "requirements.txt")
 _PLAIN_TYPES = {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
@@ -25,9 +26,21 @@ class _TrackingPickler(cloudpickle.Pickler):
     Those modules are what loading the pickle will import, hence what requirements.txt pins.
     """
 
-    def __init__(self, file: Any, modules: set[str]) -> None:
+    def __init__(
+        self, file: Any, modules: set[str], defined: dict[int, str], used: set[str]
+    ) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._modules = modules
+        self._defined = defined
+        self._used = used
+
+    def reducer_override(self, obj: Any) -> Any:
+        """Classes/functions that source.py defines are referred to by name, not copied."""
+        name = self._defined.get(id(obj))
+        if name is not None:
+            self._used.add(name)
+            return source_global, (name,)
+        return super().reducer_override(obj)
 
     def persistent_id(self, obj: Any) -> None:  # called by pickle for every object
         kind = type(obj)
@@ -63,27 +76,69 @@ def _by_value(modules: set[str]) -> Iterator[None]:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def write_values(captured: Captured, folder: Path) -> set[str]:
-    """Pickle each captured value to data/<name>.pkl; return the modules the pickles need."""
+def write_values(captured: Captured, folder: Path) -> tuple[set[str], dict[str, set[str]]]:
+    """Pickle each captured value to data/<name>.pkl.
+
+    Returns the modules the pickles import and, per value, the source.py definitions it
+    refers to (they must be defined before it is loaded).
+    """
     modules: set[str] = set()
+    needs: dict[str, set[str]] = {}
     if not captured.values:
-        return modules
+        return modules, needs
+    defined = {id(d.obj): d.name for d in captured.definitions}
     (folder / "data").mkdir(parents=True, exist_ok=True)
     with _by_value(captured.user_modules):
         for name, value in captured.values.items():
             path = folder / "data" / f"{name}.pkl"
+            needs[name] = set()
             try:
                 with open(path, "wb") as f:
-                    _TrackingPickler(f, modules).dump(value)
+                    _TrackingPickler(f, modules, defined, needs[name]).dump(value)
             except Exception as exc:
                 path.unlink(missing_ok=True)
                 raise CaptureError(
                     f"cannot capture `{name}` ({type(value).__name__}): {type(exc).__name__}: {exc}"
                 ) from None
-    return modules
+    return modules, needs
 
 
-def render_source(captured: Captured, deployment_name: str) -> str:
+def _ordered(captured: Captured, value_needs: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Values and definitions in an order where everything a statement evaluates when it runs
+    comes before it: ("value", name) or ("def", name), values first when free to choose."""
+    deps: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    defs = {d.name for d in captured.definitions}
+    for name in captured.values:
+        deps[("value", name)] = {("def", n) for n in value_needs.get(name, ())}
+    for d in captured.definitions:
+        deps[("def", d.name)] = {("def", n) for n in d.needs & defs if n != d.name} | {
+            ("value", n) for n in d.needs if n in captured.values
+        }
+    order: list[tuple[str, str]] = []
+    state: dict[tuple[str, str], int] = {}
+
+    def visit(node: tuple[str, str], chain: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            raise CaptureError(
+                "cannot write source.py: these names need each other when they are defined: "
+                + " -> ".join([*chain, node[1]])
+            )
+        state[node] = 1
+        for dep in sorted(deps[node], key=list(deps).index):
+            visit(dep, [*chain, node[1]])
+        state[node] = 2
+        order.append(node)
+
+    for node in deps:
+        visit(node, [])
+    return order
+
+
+def render_source(
+    captured: Captured, deployment_name: str, value_needs: dict[str, set[str]] | None = None
+) -> str:
     """The readable source.py: imports, captured values, helpers, then the main function."""
     lines = [
         f"# Deployment {deployment_name}, written by modelrepo.deploy().",
@@ -97,15 +152,19 @@ def render_source(captured: Captured, deployment_name: str) -> str:
         imports = sorted({*imports, "import modelrepo"}, key=lambda line: (
             not line.startswith("import "), " = " in line, line))
     lines += imports
-    assigned = [f"{name} = {text}" for name, text in captured.literals.items()]
-    assigned += [
-        f'{name} = modelrepo.load_value("data/{name}.pkl")' for name in captured.values
-    ]
-    if assigned:
-        lines += ["", *assigned]
+    literals = [f"{name} = {text}" for name, text in captured.literals.items()]
+    if literals:
+        lines += ["", *literals]
     body = "\n".join(lines) + "\n"
-    for definition in captured.definitions:
-        body += "\n\n" + definition
+    sources = {d.name: d.source for d in captured.definitions}
+    previous = "imports"
+    for kind, name in _ordered(captured, value_needs or {}):
+        if kind == "value":
+            line = f'{name} = modelrepo.load_value("data/{name}.pkl")\n'
+            body += ("\n" if previous == "imports" else "\n\n" if previous == "def" else "") + line
+        else:
+            body += "\n\n" + sources[name]
+        previous = kind
     return body
 
 
@@ -141,8 +200,10 @@ def write_folder(
 ) -> None:
     """Write every generated file of deployment `name` into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    pickled_modules = write_values(captured, folder)
-    (folder / "source.py").write_text(render_source(captured, name), encoding="utf-8")
+    pickled_modules, value_needs = write_values(captured, folder)
+    (folder / "source.py").write_text(
+        render_source(captured, name, value_needs), encoding="utf-8"
+    )
     (folder / "metadata.yaml").write_text(
         render_metadata(captured, python_version, batch, previous_metadata), encoding="utf-8"
     )

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+
+_loading = threading.local()
 
 
 def load_value(path: str | os.PathLike[str]) -> Any:
@@ -23,5 +26,24 @@ def load_value(path: str | os.PathLike[str]) -> Any:
         raise ValueError(f"load_value({str(path)!r}): only files inside {folder} can be loaded")
     if not target.is_file():
         raise FileNotFoundError(f"load_value({str(path)!r}): no file {target}")
-    with open(target, "rb") as f:
-        return pickle.load(f)
+    previous = getattr(_loading, "namespace", None)
+    _loading.namespace = sys._getframe(1).f_globals
+    try:
+        with open(target, "rb") as f:
+            return pickle.load(f)
+    finally:
+        _loading.namespace = previous
+
+
+def source_global(name: str) -> Any:
+    """A class or function defined in the source.py being loaded (used inside pickles).
+
+    deploy() pickles instances of the user's classes so that they refer to the class written in
+    source.py, not to a copy: `isinstance(value, TheClass)` then holds in the deployment.
+    """
+    namespace = getattr(_loading, "namespace", None)
+    if namespace is None or name not in namespace:
+        raise pickle.UnpicklingError(
+            f"{name} must be defined in source.py before the value that uses it is loaded"
+        )
+    return namespace[name]

@@ -87,6 +87,8 @@ scaler = Scaler(10)
 
 
 def Instance(x: float) -> float:
+    if not isinstance(scaler, Scaler):  # the instance's class is the one in source.py
+        return -1.0
     return scaler.apply(x) + Scaler(1).apply(x)
 
 
