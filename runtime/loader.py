@@ -242,7 +242,8 @@ def _check_requirements(folder: Path) -> list[DeploymentError]:
         try:
             Requirement(text)
         except InvalidRequirement as exc:
-            errors.append(DeploymentError(where, f"line {number}: {text!r} is not a requirement: {exc}"))
+            reason = str(exc).splitlines()[0] if str(exc) else "invalid"
+            errors.append(DeploymentError(where, f"line {number}: {text!r} is not a requirement: {reason}"))
     return errors
 
 

@@ -1,0 +1,75 @@
+"""`modelrepo init`, `validate` and `versions` as a user runs them (new processes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from fixtures.model_repos import run_cli
+
+
+def test_init_creates_the_layout_and_is_idempotent(tmp_path, git_identity):
+    target = tmp_path / "models"
+    first = run_cli("init", str(target))
+    assert first.returncode == 0, first.stderr
+    assert "Initialized model repository" in first.stdout
+    for path in ("deployments", "endpoints", "datasets", "bin/pre-commit", "README.md", ".git"):
+        assert (target / path).exists(), path
+    assert os.access(target / "bin" / "pre-commit", os.X_OK)
+    hook = target / ".git" / "hooks" / "pre-commit"
+    assert hook.resolve() == (target / "bin" / "pre-commit").resolve()
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=target, capture_output=True, text=True)
+    assert log.stdout.strip() == "Initialize model repository"
+    again = run_cli("init", str(target))
+    assert again.returncode == 0
+    assert "already a model repository; nothing to do" in again.stdout
+    assert run_cli("validate", str(target)).stdout.strip() == "0 deployment(s) valid"
+
+
+def test_validate_good_repo(sample_repo):
+    proc = run_cli("validate", str(sample_repo.path))
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.strip() == f"{len(sample_repo.commits)} deployment(s) valid"
+
+
+def test_validate_reports_each_broken_folder_as_path_problem(sample_repo, tmp_path):
+    repo = tmp_path / "copy"
+    shutil.copytree(sample_repo.path, repo)
+    d = repo / "deployments"
+    (d / "Double" / "metadata.yaml").write_text("schemaVersion: 2\nruntimeInfo: {mainFunction: Double}\n")
+    (d / "Greet" / "source.py").write_text("def Greet(name, extra):\n    return name\n")
+    (d / "Linear_Model" / "data" / "model.pkl").unlink()
+    (d / "Batch_Double" / "requirements.txt").write_text("numpy===\n")
+    shutil.copytree(d / "Greet", d / "bad-name")
+    proc = run_cli("validate", str(repo))
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert any(line.startswith("deployments/Double/metadata.yaml: runtimeInfo.pythonVersion") for line in lines)
+    assert any(line.startswith("deployments/Greet/source.py: Greet() takes (name, extra)") for line in lines)
+    assert "deployments/Linear_Model/data/model.pkl: missing (source.py line" in proc.stdout
+    assert any(line.startswith("deployments/Batch_Double/requirements.txt: line 1:") for line in lines)
+    assert any(line.startswith("deployments/bad-name: deployment name 'bad-name' must match") for line in lines)
+    assert lines[-1] == f"{len(lines) - 1} problem(s) in 5 of 5 deployment(s)"
+
+
+def test_validate_one_folder_and_missing_dir(sample_repo, tmp_path):
+    ok = run_cli("validate", str(sample_repo.path / "deployments" / "Double"))
+    assert ok.returncode == 0 and "1 deployment(s) valid" in ok.stdout
+    missing = run_cli("validate", str(tmp_path / "nope"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"modelrepo: {tmp_path / 'nope'}: no such directory"
+
+
+def test_versions_lists_number_commit_date_message(sample_repo):
+    proc = run_cli("versions", str(sample_repo.path), "Greet")
+    assert proc.returncode == 0, proc.stderr
+    header, newest, oldest = proc.stdout.splitlines()
+    assert newest.split()[:2] == ["2", sample_repo.commits["Greet"][1][:7]]
+    assert newest.split(None, 3)[3] == "Greet: say hi"
+    assert oldest.split()[:2] == ["1", sample_repo.commits["Greet"][0][:7]]
+    assert oldest.endswith("Deploy Greet")
+    unknown = run_cli("versions", str(sample_repo.path), "Nope")
+    assert unknown.returncode == 2
+    assert "Nope: no versions on HEAD" in unknown.stderr
