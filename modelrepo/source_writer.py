@@ -186,7 +186,7 @@ def render_metadata(
     data: dict[str, Any] = {"schemaVersion": 2, "runtimeInfo": runtime_info}
     if previous and isinstance(previous.get("deployment"), dict):
         data["deployment"] = previous["deployment"]
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=10_000)
 
 
 def write_folder(

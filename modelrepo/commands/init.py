@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.dir}: exists and is not a directory")
     root.mkdir(parents=True, exist_ok=True)
     made: list[str] = []
-    inside = _git(root, "rev-parse", "--show-toplevel")
-    if inside.returncode != 0:
+    top = _git(root, "rev-parse", "--show-toplevel")
+    # deployments/ must sit at the top of a work tree: a folder inside another repository
+    # (e.g. ./demo-repo in a project checkout) becomes a repository of its own.
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
         proc = _git(root, "init", "-q", "-b", "main")
         if proc.returncode != 0:
             raise UserError(f"{args.dir}: git init failed: {proc.stderr.strip()}")
