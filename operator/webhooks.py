@@ -29,7 +29,6 @@ syncs start at most once per `window` seconds; ten pushes in a second make at mo
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import hashlib
 import hmac
@@ -533,14 +532,23 @@ async def start_server(
 # ---------------------------------------------------------------- from ModelRepo objects
 
 
+def _webhook_secret(
+    read_secret: Callable[[str, str], Mapping[str, bytes] | None], namespace: str, name: str
+) -> bytes | None:
+    value = (read_secret(namespace, name) or {}).get(SECRET_KEY)
+    return (value.encode() if isinstance(value, str) else value) or None
+
+
 def targets_from_modelrepos(
     modelrepos: Iterable[Mapping[str, Any]],
     read_secret: Callable[[str, str], Mapping[str, bytes] | None],
 ) -> list[RepoTarget]:
     """RepoTargets from ModelRepo bodies; `read_secret(namespace, name)` gives decoded data.
 
-    A ModelRepo without a secretRef or without the `webhookSecret` key gets secret None:
-    it can be matched but never verified, so pushes to it are refused (401), never trusted.
+    The Secret is read only when a push matches the ModelRepo (a lazy source), so a push for
+    an unknown repository costs no API call. A ModelRepo without a secretRef or without the
+    `webhookSecret` key can be matched but never verified: pushes to it are refused (401).
+    Suspended ModelRepos are left out (a push to them is ignored, 202).
     """
     targets = []
     for body in modelrepos:
@@ -548,52 +556,7 @@ def targets_from_modelrepos(
         if spec.get("suspend"):
             continue
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
-        secret = None
         ref = (spec.get("secretRef") or {}).get("name")
-        if ref:
-            data = read_secret(namespace, ref) or {}
-            value = data.get(SECRET_KEY)
-            secret = value.encode() if isinstance(value, str) else value
-        targets.append(
-            RepoTarget(namespace, name, spec.get("url", ""), spec.get("branch"), secret or None)
-        )
+        source = functools.partial(_webhook_secret, read_secret, namespace, ref) if ref else None
+        targets.append(RepoTarget(namespace, name, spec.get("url", ""), spec.get("branch"), source))
     return targets
-
-
-# ---------------------------------------------------------------- the operator's wiring
-
-
-def _decoded_webhook_secret(namespace: str, secret_name: str) -> bytes | None:
-    from modelrepo.operator import kube
-
-    data = kube.read_secret(namespace, secret_name)  # base64 .data
-    value = data.get(SECRET_KEY)
-    return base64.b64decode(value) if value else None
-
-
-def operator_targets() -> list[RepoTarget]:
-    """`list_targets` of the operator process: every ModelRepo with a running sync loop.
-
-    Its url/branch/secretRef are the ones the loop last saw (triggers.watched()); the Secret
-    is read only when a push matches.
-    """
-    from modelrepo.operator import triggers
-
-    targets = []
-    for namespace, name, waker in triggers.watched():
-        source: SecretSource | None = None
-        if waker.secret_name:
-            source = functools.partial(_decoded_webhook_secret, namespace, waker.secret_name)
-        targets.append(RepoTarget(namespace, name, waker.url, waker.branch, source))
-    return targets
-
-
-async def start_for_operator(port: int, host: str = "0.0.0.0") -> web.AppRunner:
-    """Serve the webhooks in the operator process (call from a kopf startup handler).
-
-    `trigger_sync` is triggers.request_sync (wakes the ModelRepo's loop at once). Stop with
-    `await runner.cleanup()` in a cleanup handler.
-    """
-    from modelrepo.operator import triggers
-
-    return await start_server(operator_targets, triggers.request_sync, host=host, port=port)

@@ -158,10 +158,22 @@ def test_targets_from_modelrepo_bodies_read_the_webhook_secret():
             "spec": {"url": "https://h/x.git", "branch": "main", "secretRef": {"name": "gone"}},
         },
     ]
-    got = wh.targets_from_modelrepos(bodies, lambda ns, n: secrets.get((ns, n)))
-    assert got == [
-        wh.RepoTarget("ml", "a", "https://h/x.git", "main", b"s3"),
-        wh.RepoTarget("ml", "b", "https://h/x.git", "main", None),
-        wh.RepoTarget("ml", "c", "https://h/x.git", None, None),
-        wh.RepoTarget("ml", "e", "https://h/x.git", "main", None),
+    reads = []
+
+    def read_secret(ns, n):
+        reads.append(n)
+        return secrets.get((ns, n))
+
+    got = wh.targets_from_modelrepos(bodies, read_secret)
+    assert [(t.name, t.url, t.branch) for t in got] == [
+        ("a", "https://h/x.git", "main"),
+        ("b", "https://h/x.git", "main"),
+        ("c", "https://h/x.git", None),
+        ("e", "https://h/x.git", "main"),
     ]
+    assert reads == []  # nothing read until a push matches
+    assert got[0].secret() == b"s3"
+    assert got[1].secret() is None  # no webhookSecret key: never verifies
+    assert got[2].secret is None  # no secretRef
+    assert got[3].secret() is None  # the Secret is gone
+    assert reads == ["git", "nohook", "gone"]

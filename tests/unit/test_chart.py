@@ -1,0 +1,199 @@
+"""charts/modelrepo rendered by the real helm: what a cluster admin would get from `helm install`."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+import yaml
+from fixtures.helm import CHART
+
+ROOT = CHART.parents[1]
+
+# The operator's rights, exactly: anything more is a regression in least privilege.
+EXPECTED_RULES = {
+    ("modelrepo.dev", "modelrepos"): {"get", "list", "watch", "patch"},
+    ("modelrepo.dev", "modelrepos/status"): {"get", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "create", "patch", "delete"},
+    ("", "pods"): {"get", "list"},
+    ("", "secrets"): {"get"},
+    ("", "events"): {"create"},
+}
+
+
+def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
+    kinds: dict[str, list[dict]] = {}
+    for doc in docs:
+        kinds.setdefault(doc["kind"], []).append(doc)
+    return kinds
+
+
+def rules_of(role: dict) -> dict[tuple[str, str], set[str]]:
+    rules: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule or rule["resourceNames"]
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                rules.setdefault((group, resource), set()).update(rule["verbs"])
+    return rules
+
+
+def operator_container(docs: list[dict]) -> dict:
+    (deployment,) = by_kind(docs)["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_chart_lints_clean(helm):
+    helm.run("lint", "--strict", str(CHART))
+
+
+def test_default_install_is_cluster_wide_with_minimal_verbs(helm):
+    kinds = by_kind(helm.template())
+    assert sorted(kinds) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    (role,) = kinds["ClusterRole"]
+    rules = rules_of(role)
+    assert rules == EXPECTED_RULES
+    every_verb = set().union(*rules.values())
+    assert not every_verb & {"*", "escalate", "bind", "impersonate", "deletecollection", "update"}
+    assert all("*" not in resource for _, resource in rules)
+    (binding,) = kinds["ClusterRoleBinding"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    (sa,) = kinds["ServiceAccount"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "modelrepo-system"}
+    ]
+
+
+def test_watch_namespaces_gives_roles_only(helm):
+    kinds = by_kind(helm.template("--set", "watchNamespaces={ml,team-a}"))
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    assert sorted(r["metadata"]["namespace"] for r in kinds["Role"]) == ["ml", "team-a"]
+    assert sorted(b["metadata"]["namespace"] for b in kinds["RoleBinding"]) == ["ml", "team-a"]
+    for role in kinds["Role"]:
+        assert rules_of(role) == EXPECTED_RULES
+    for binding in kinds["RoleBinding"]:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"][0]["namespace"] == "modelrepo-system"
+    args = operator_container(helm.template("--set", "watchNamespaces={ml,team-a}"))["args"]
+    assert (
+        "--namespace=ml" in args and "--namespace=team-a" in args and "--all-namespaces" not in args
+    )
+
+
+def test_operator_deployment_one_replica_recreate_non_root_read_only(helm):
+    docs = helm.template()
+    (deployment,) = by_kind(docs)["Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    container = operator_container(docs)
+    assert container["image"] == "modelrepo:dev" and container["imagePullPolicy"] == "IfNotPresent"
+    assert container["args"][0] == "operator"
+    assert not [a for a in container["args"] if a.startswith("--namespace")]  # every namespace
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert f"--webhook-port={ports['webhook']}" in container["args"]
+    assert f"--metrics-port={ports['metrics']}" in container["args"]
+    assert f"--liveness-port={ports['health']}" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["livenessProbe"]["httpGet"]["port"] in {p["name"] for p in container["ports"]}
+    # The only writable path is the /tmp emptyDir.
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"][0]["name"] == "tmp" and "emptyDir" in pod["volumes"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODELREPO_RUNTIME_IMAGE"] == "modelrepo:dev"
+    assert env["HOME"] == "/tmp"
+
+
+def test_service_ports_named_webhook_and_metrics_reach_the_container(helm):
+    docs = helm.template()
+    (service,) = by_kind(docs)["Service"]
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert set(ports) == {"webhook", "metrics"}
+    container_ports = {p["name"] for p in operator_container(docs)["ports"]}
+    assert {p["targetPort"] for p in ports.values()} <= container_ports
+    (deployment,) = by_kind(docs)["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_values_for_image_runtime_image_resources_and_ingress(helm):
+    docs = helm.template(
+        "--set",
+        "image.repository=registry.example/modelrepo,image.tag=1.2.3",
+        "--set",
+        "runtimeImage=registry.example/runtime:7",
+        "--set",
+        "resources.limits.memory=1Gi",
+        "--set",
+        "ingress.enabled=true,ingress.host=hooks.example.com,ingress.className=nginx",
+    )
+    container = operator_container(docs)
+    assert container["image"] == "registry.example/modelrepo:1.2.3"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODELREPO_RUNTIME_IMAGE"] == "registry.example/runtime:7"
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    (ingress,) = by_kind(docs)["Ingress"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "hooks.example.com" and ingress["spec"]["ingressClassName"] == "nginx"
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == "/hooks" and path["backend"]["service"]["port"] == {"name": "webhook"}
+
+
+def test_crds_come_from_crds_folder_without_a_copy(helm, tmp_path):
+    link = CHART / "crds"
+    assert link.is_symlink() and link.resolve() == (ROOT / "crds").resolve()
+    shown = [d for d in yaml.safe_load_all(helm.run("show", "crds", str(CHART)).stdout) if d]
+    source = [
+        d
+        for f in sorted((ROOT / "crds").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    ]
+    assert shown == source and shown[0]["metadata"]["name"] == "modelrepos.modelrepo.dev"
+    # A packaged chart (what gets published) carries the real file, not a dangling link.
+    helm.run("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("modelrepo-*.tgz")
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("modelrepo/crds/modelrepo.yaml")
+        assert member.isfile()
+        assert tar.extractfile(member).read() == (ROOT / "crds" / "modelrepo.yaml").read_bytes()
+
+
+def test_no_template_output_for_a_disabled_service_account(helm):
+    docs = helm.template("--set", "serviceAccount.create=false,serviceAccount.name=existing")
+    assert "ServiceAccount" not in by_kind(docs)
+    (deployment,) = by_kind(docs)["Deployment"]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "existing"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "watchNamespaces=notalist",
+        "watchNamespaces={Not_A_Namespace}",
+        "image.pullPolicy=Sometimes", "operator.logFormat=xml",
+        "service.webhookPort=0",
+    ],
+)
+def test_bad_values_fail_with_a_message_naming_the_value(helm, bad):
+    proc = helm.run("template", "x", str(CHART), "--set", bad, check=False)
+    assert proc.returncode != 0
+    assert bad.split("=")[0].split(".")[-1] in proc.stderr
