@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from modelrepo import repo as gitrepo
+from modelrepo import requirements
 from modelrepo.capture import CaptureError, capture
 from modelrepo.doctest_gate import run_gate
 from modelrepo.history import versions_of
@@ -139,6 +140,7 @@ def _deploy(
     gitrepo.check_branch_name(repo, branch)
     base = gitrepo.branch_tip(repo, branch) or gitrepo.head_commit(repo)
 
+    requirements.refresh()
     captured = capture(fn)  # fails before anything is written, naming the variable
     existing = gitrepo.folder_files(repo, base, name)
     with tempfile.TemporaryDirectory(prefix="modelrepo-deploy-") as tmp:

@@ -21,6 +21,11 @@ def _distributions() -> dict[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
+def refresh() -> None:
+    """Forget the installed-distribution scan (a deploy starts with this: pip may have run)."""
+    _distributions.cache_clear()
+
+
 def is_third_party(module_name: str) -> bool:
     """True when the module comes from an installed distribution (so pip can install it)."""
     return top_level(module_name) in _distributions()
@@ -31,7 +36,6 @@ def pinned_requirements(module_names: Iterable[str]) -> list[str]:
 
     Standard-library and local modules have no distribution and are left out.
     """
-    _distributions.cache_clear()  # packages may have been installed since the last deploy
     dists = _distributions()
     pins: dict[str, str] = {}
     for module in module_names:

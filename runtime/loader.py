@@ -182,7 +182,9 @@ def _function_args(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
     return [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
 
 
-def _check_source(folder: Path, metadata: Metadata) -> list[DeploymentError]:
+def _check_source(folder: Path, metadata: Metadata | None) -> list[DeploymentError]:
+    """source.py parses, defines the main function with the declared args (when metadata.yaml
+    could be read), and every data file it loads exists inside the folder."""
     where = folder / "source.py"
     if not where.is_file():
         return [DeploymentError(where, "missing (the main function lives in source.py)")]
@@ -196,8 +198,10 @@ def _check_source(folder: Path, metadata: Metadata) -> list[DeploymentError]:
     defs = {
         n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
     }
-    node = defs.get(metadata.main_function)
-    if node is None:
+    node = defs.get(metadata.main_function) if metadata else None
+    if metadata is None:
+        pass
+    elif node is None:
         errors.append(DeploymentError(where, f"no top-level function {metadata.main_function}() (runtimeInfo.mainFunction)"))
     else:
         declared = [name for name, _ in metadata.args]
@@ -255,14 +259,12 @@ def validate_folder(folder: str | Path) -> list[DeploymentError]:
     errors: list[DeploymentError] = []
     if not NAME_PATTERN.match(folder.name):
         errors.append(DeploymentError(folder, f"deployment name {folder.name!r} must match [A-Za-z_][A-Za-z0-9_]*"))
+    metadata: Metadata | None = None
     try:
         metadata = read_metadata(folder)
     except DeploymentError as exc:
         errors.append(exc)
-        if not (folder / "source.py").is_file():
-            errors.append(DeploymentError(folder / "source.py", "missing (the main function lives in source.py)"))
-    else:
-        errors.extend(_check_source(folder, metadata))
+    errors.extend(_check_source(folder, metadata))
     errors.extend(_check_requirements(folder))
     return errors
 
