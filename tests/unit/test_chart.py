@@ -16,7 +16,7 @@ EXPECTED_RULES = {
     ("modelrepo.dev", "modelrepos/status"): {"get", "patch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"get", "list", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list"},
+    ("", "pods"): {"get", "list", "watch"},
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
 }

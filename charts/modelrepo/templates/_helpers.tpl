@@ -56,10 +56,10 @@ pods/exec, nothing cluster-scoped.
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, create, patch, delete]
-# Why a new version is not ready (Degraded message): read-only.
+# Why a new version is not ready (Degraded message), and status updates as pods change: read-only.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list]
+  verbs: [get, list, watch]
 # Git credentials and webhookSecret: read-only, by name (no list: the names come from spec.secretRef).
 - apiGroups: [""]
   resources: [secrets]
