@@ -73,3 +73,15 @@ def test_versions_lists_number_commit_date_message(sample_repo):
     unknown = run_cli("versions", str(sample_repo.path), "Nope")
     assert unknown.returncode == 2
     assert "Nope: no versions on HEAD" in unknown.stderr
+
+
+def test_init_inside_another_repository_makes_its_own(tmp_path, git_identity):
+    outer = tmp_path / "project"
+    outer.mkdir()
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    proc = run_cli("init", str(outer / "demo-repo"))
+    assert proc.returncode == 0, proc.stderr
+    top = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=outer / "demo-repo", capture_output=True, text=True
+    ).stdout.strip()
+    assert top == str((outer / "demo-repo").resolve())
