@@ -20,6 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from itertools import repeat
 from typing import Any
 
 from modelrepo.runtime.protocol import describe_exception
@@ -106,7 +107,7 @@ class BatchDispatcher:
                 log.error("%s raised on a batch of 1", self.label, exc_info=exc)
                 return [(False, describe_exception(exc))]
             return [outcome for args in calls for outcome in self.call_batch([args])]
-        return [(True, r) for r in results]
+        return list(zip(repeat(True), results))
 
     def _call(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         if self.arity == 1:

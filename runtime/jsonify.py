@@ -19,7 +19,12 @@ import uuid
 from pathlib import PurePath
 from typing import Any
 
+import orjson
+
 _encode = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+# orjson writes numpy arrays and scalars natively and NaN/inf as null (our rule), several times
+# faster than json for the 1,000-row batches; anything it refuses goes through to_jsonable.
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _MAX_DEPTH = 200
 
 
@@ -30,9 +35,14 @@ class NotRepresentable(TypeError):
 def dumps(value: Any) -> bytes:
     """JSON bytes for `value`; raise NotRepresentable if no conversion applies."""
     try:
-        return _encode(value).encode("utf-8")
-    except (TypeError, ValueError):
+        return orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except TypeError:
         return _encode(to_jsonable(value)).encode("utf-8")
+
+
+def loads(data: bytes) -> Any:
+    """Parse a request body (orjson; raises ValueError on bad JSON)."""
+    return orjson.loads(data)
 
 
 def to_jsonable(value: Any, _depth: int = 0) -> Any:

@@ -14,6 +14,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from modelrepo.runtime import jsonify
@@ -123,8 +124,8 @@ class ResultNotJSON(Exception):
 
 def _batch_body(ids: list[Any], outcomes: list[Outcome], label: str) -> bytes:
     errors: list[dict[str, Any]] = []
-    if all(ok for ok, _ in outcomes):
-        rows = [[row_id, value] for row_id, (_, value) in zip(ids, outcomes, strict=True)]
+    if all(map(itemgetter(0), outcomes)):  # C-speed path for thousands of rows
+        rows = list(map(list, zip(ids, map(itemgetter(1), outcomes), strict=True)))
     else:
         rows = []
         for row_id, (ok, value) in zip(ids, outcomes, strict=True):
