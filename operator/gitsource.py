@@ -306,21 +306,30 @@ def prefetch_blobs(
     return len(missing)
 
 
-def export_folder(
-    cache: Path, url: str, sha: str, path: str, dest: Path, creds: Credentials | None = None
+def export_folders(
+    cache: Path, url: str, sha: str, paths: list[str], dest: Path, creds: Credentials | None = None
 ) -> Path:
-    """Write the files of `path` at `sha` under `dest` (missing blobs fetched on demand)."""
+    """Write the files under `paths` at `sha` below `dest` in one checkout; returns `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
+    if not paths:
+        return dest
     with git_environment(creds, url) as env:
         env["GIT_INDEX_FILE"] = str(dest / ".modelrepo-index")
         try:
             run_git(
-                ["--git-dir", str(cache), "--work-tree", str(dest), "checkout", "-q", sha, "--", path],
+                ["--git-dir", str(cache), "--work-tree", str(dest), "checkout", "-q", sha, "--", *paths],
                 env=env, creds=creds,
             )
         finally:
             Path(env["GIT_INDEX_FILE"]).unlink(missing_ok=True)
-    return dest / path
+    return dest
+
+
+def export_folder(
+    cache: Path, url: str, sha: str, path: str, dest: Path, creds: Credentials | None = None
+) -> Path:
+    """Write the files of `path` at `sha` under `dest` (missing blobs fetched on demand)."""
+    return export_folders(cache, url, sha, [path], dest, creds) / path
 
 
 def sparse_checkout(

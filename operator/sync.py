@@ -166,8 +166,14 @@ def _full_sync(
     except GitError as exc:
         log.info("prefetch of %d folders failed, files will be fetched one by one: %s", len(plan.apply), exc)
     with tempfile.TemporaryDirectory(prefix="modelrepo-export-") as tmp:
+        exported: Path | None = Path(tmp)
+        try:
+            gitsource.export_folders(cache, repo.url, sha, [f"deployments/{f.name}" for f in plan.apply], Path(tmp), creds)
+        except GitError as exc:  # one bad path must not block the others: export one by one
+            log.info("exporting %d folders at once failed (%s); one by one", len(plan.apply), exc)
+            exported = None
         for folder in plan.apply:
-            problem = _check_and_apply(repo, cache, sha, creds, folder, Path(tmp))
+            problem = _check_and_apply(repo, cache, sha, creds, folder, Path(tmp), exported)
             if problem:
                 invalid[folder.name] = problem
                 kube.post_event(body, "Warning", "InvalidDeployment", problem)
@@ -202,21 +208,25 @@ def _full_sync(
 
 
 def _check_and_apply(
-    repo: RepoRef, cache: Path, sha: str, creds: Credentials | None, folder: Folder, tmp: Path
+    repo: RepoRef, cache: Path, sha: str, creds: Credentials | None, folder: Folder, tmp: Path,
+    exported_root: Path | None,
 ) -> str | None:
-    """Export one changed folder, check it statically and apply its Deployment; or say why not."""
+    """Check one changed (already exported) folder statically and apply its Deployment; or say why not."""
     path = f"deployments/{folder.name}"
-    try:
-        exported = gitsource.export_folder(cache, repo.url, sha, path, tmp / folder.name, creds)
-    except GitError as exc:
-        return f"{path}: could not read it at {sha[:12]}: {exc}"
+    root = exported_root or tmp / folder.name
+    if exported_root is None:
+        try:
+            gitsource.export_folder(cache, repo.url, sha, path, root, creds)
+        except GitError as exc:
+            return f"{path}: could not read it at {sha[:12]}: {exc}"
+    exported = root / path
     errors = validate_folder(exported)
     if errors:
-        return "; ".join(_relative(str(e), tmp / folder.name) for e in errors)
+        return "; ".join(_relative(str(e), root) for e in errors)
     try:
         metadata = read_metadata(exported)
     except DeploymentError as exc:
-        return _relative(str(exc), tmp / folder.name)
+        return _relative(str(exc), root)
     settings = FolderSettings(replicas=metadata.replicas, resources=metadata.resources, env=metadata.env)
     kube.apply(render_deployment(repo, folder, settings))
     return None
