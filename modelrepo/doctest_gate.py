@@ -2,7 +2,7 @@
 
 A fresh process proves the folder works without the notebook's state: it loads the files about
 to be committed exactly as the runtime will (runtime/loader.py) and runs the main function's
-docstring examples. Prints one JSON object: {"error": str|null, "failures": [...]}.
+docstring examples. Prints one marked JSON line: {"error": str|null, "failures": [...]}.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from pathlib import Path
 
 from modelrepo.runtime.loader import DeploymentError, DoctestFailure
 
+# The result line is marked, so output of the user's code on stdout cannot be mistaken for it.
+_MARKER = "modelrepo-doctest-gate:"
+
 
 def main(argv: list[str]) -> int:
     from modelrepo.runtime.loader import load_deployment, run_doctests
@@ -26,7 +29,7 @@ def main(argv: list[str]) -> int:
         result["failures"] = [asdict(f) for f in run_doctests(loaded)]
     except DeploymentError as exc:
         result["error"] = exc.problem
-    print(json.dumps(result))
+    print(f"\n{_MARKER}{json.dumps(result)}", flush=True)
     return 0
 
 
@@ -36,9 +39,9 @@ def run_gate(folder: Path, check_python: bool = True) -> tuple[str | None, list[
     if not check_python:
         cmd.append("--no-python-check")
     proc = subprocess.run(cmd, cwd=folder.parent, capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(_MARKER)]
     try:
-        result = json.loads(lines[-1])
+        result = json.loads(lines[-1][len(_MARKER):])
     except (IndexError, json.JSONDecodeError):
         detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return f"the check in a fresh Python failed (exit {proc.returncode}): {detail}", []

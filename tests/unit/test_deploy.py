@@ -350,3 +350,18 @@ def test_python_version_is_written_and_a_mismatch_refused_by_the_loader(model_re
     assert yaml.safe_load((folder / "metadata.yaml").read_text())["runtimeInfo"]["pythonVersion"] == "3.99"
     with pytest.raises(DeploymentError, match="pythonVersion is 3.99 but this runtime runs Python"):
         load_deployment(folder)
+
+
+def Noisy(x: int) -> int:
+    """Prints while it runs, without a final newline.
+
+    >>> Noisy(1)
+    partial2
+    """
+    print("partial", end="")
+    return x + 1
+
+
+def test_output_of_the_users_code_does_not_confuse_the_check(model_repo):
+    result = modelrepo.deploy(Noisy, repo=str(model_repo))
+    assert result.version == 1
