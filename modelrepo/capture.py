@@ -7,6 +7,7 @@ a value to pickle, or a source definition. `source_writer` turns the result into
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
 import builtins
@@ -54,6 +55,7 @@ class Captured:
     definitions: list[Definition] = field(default_factory=list)  # dependencies first, main last
     modules: set[str] = field(default_factory=set)  # modules imported by the import lines
     user_modules: set[str] = field(default_factory=set)  # modules to pickle by value
+    future_annotations: bool = False  # the user's code had `from __future__ import annotations`
 
 
 def capture(fn: Any) -> Captured:
@@ -67,6 +69,11 @@ def capture(fn: Any) -> Captured:
     walker.bind(target.__name__, fn, is_main=True)
     captured = walker.result
     captured.args = [_arg_spec(p) for p in _parameters(target)]
+    # Copied code keeps the annotation semantics it was written with (lazy annotations may
+    # name things that exist only for type checkers).
+    captured.future_annotations = bool(
+        target.__code__.co_flags & __future__.annotations.compiler_flag
+    )
     return captured
 
 

@@ -144,6 +144,8 @@ def render_source(
         f"# Deployment {deployment_name}, written by modelrepo.deploy().",
         "# Edit it freely: every commit that changes this folder is a new version.",
     ]
+    if captured.future_annotations:
+        lines.append("from __future__ import annotations")
     imports = sorted(
         set(captured.imports.values()),
         key=lambda line: (not line.startswith("import "), " = " in line, line),

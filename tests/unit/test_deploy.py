@@ -365,3 +365,22 @@ def Noisy(x: int) -> int:
 def test_output_of_the_users_code_does_not_confuse_the_check(model_repo):
     result = modelrepo.deploy(Noisy, repo=str(model_repo))
     assert result.version == 1
+
+
+def test_lazy_annotations_of_the_users_module_are_kept(model_repo, tmp_path, monkeypatch):
+    (tmp_path / "typed_user_code.py").write_text(
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    import pandas as pd\n"
+        "def Typed(frame: pd.DataFrame) -> int:\n"
+        "    return 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import typed_user_code
+
+    modelrepo.deploy(typed_user_code.Typed, repo=str(model_repo))
+    folder = model_repo / "deployments" / "Typed"
+    assert "\nfrom __future__ import annotations\n" in (folder / "source.py").read_text()
+    assert yaml.safe_load((folder / "metadata.yaml").read_text())["runtimeInfo"]["mainFunctionArgs"] == ["frame:pd.DataFrame"]
+    assert call_in_fresh_python(folder, None) == 1
