@@ -139,6 +139,12 @@ def _deploy(
         raise DeployError("HEAD is detached: pass branch=... or call modelrepo.switch_branch()")
     gitrepo.check_branch_name(repo, branch)
     base = gitrepo.branch_tip(repo, branch) or gitrepo.head_commit(repo)
+    changed = gitrepo.uncommitted_changes(repo, branch, name)
+    if changed:
+        raise DeployError(
+            f"{name}: uncommitted changes in {', '.join(changed)} would be overwritten; "
+            "commit or discard them first, nothing was written"
+        )
 
     requirements.refresh()
     captured = capture(fn)  # fails before anything is written, naming the variable

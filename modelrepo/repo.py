@@ -155,6 +155,17 @@ def commit_folder(
     return Commit(sha, changed=True)
 
 
+def uncommitted_changes(repo: git.Repo, branch: str, name: str) -> list[str]:
+    """Tracked files of deployments/<name>/ changed in the work tree or index of `branch`.
+
+    Empty when `branch` is not checked out (its work tree is not touched then).
+    """
+    if current_branch(repo) != branch:
+        return []
+    out = repo.git.status("--porcelain", "--untracked-files=no", "--", f"{DEPLOYMENTS_DIR}/{name}")
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
 def sync_work_tree(repo: git.Repo, branch: str, old: str | None, new: str, name: str) -> None:
     """When `branch` is checked out, make its index and work tree show the new folder."""
     if current_branch(repo) != branch:

@@ -384,3 +384,17 @@ def test_lazy_annotations_of_the_users_module_are_kept(model_repo, tmp_path, mon
     assert "\nfrom __future__ import annotations\n" in (folder / "source.py").read_text()
     assert yaml.safe_load((folder / "metadata.yaml").read_text())["runtimeInfo"]["mainFunctionArgs"] == ["frame:pd.DataFrame"]
     assert call_in_fresh_python(folder, None) == 1
+
+
+def test_uncommitted_hand_edits_in_the_folder_are_not_overwritten(model_repo):
+    modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    source = model_repo / "deployments" / "Add_Offset" / "source.py"
+    source.write_text(source.read_text() + "# my edit, not committed yet\n")
+    before = repo_state(model_repo)
+    with pytest.raises(modelrepo.DeployError) as info:
+        modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    assert str(info.value) == (
+        "Add_Offset: uncommitted changes in deployments/Add_Offset/source.py would be "
+        "overwritten; commit or discard them first, nothing was written"
+    )
+    assert repo_state(model_repo) == before
