@@ -235,6 +235,21 @@ def _source_of(obj: Any, name: str) -> str:
     return textwrap.dedent(text)
 
 
+def _nonlocal_to_global(source: str) -> str:
+    """A closure variable becomes a module-level name in source.py, so the `nonlocal` that
+    rebinds it becomes `global` (the state lives on in the deployment's module)."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    top = tree.body[0]
+    for node in ast.walk(top):
+        if isinstance(node, ast.Nonlocal):
+            line = lines[node.lineno - 1].encode()
+            col = node.col_offset
+            if line[col : col + 8] == b"nonlocal":
+                lines[node.lineno - 1] = (line[:col] + b"global" + line[col + 8 :]).decode()
+    return "".join(lines)
+
+
 def _is_user_module(module_name: str | None, main_module: str) -> bool:
     if not module_name:
         return False
@@ -389,6 +404,7 @@ class _Walker:
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             raise CaptureError(f"cannot capture `{name}`: its source is not a `def` statement")
         source, skip, renamed = self._rewrite_defaults(name, fn, source, node)
+        source = _nonlocal_to_global(source)
         namespace = fn.__globals__
         # the closure's variables become module-level names in source.py
         for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):

@@ -74,6 +74,17 @@ def make_counter(start):
     return Closure
 
 
+def make_accumulator():
+    total = 0
+
+    def Accumulate(x: int) -> int:
+        nonlocal total
+        total += x
+        return total
+
+    return Accumulate
+
+
 def make_defaults():
     secret = 7
 
@@ -132,13 +143,14 @@ def Lambda_Value(x: int) -> int:
 
 
 def deploy_all(repo):
-    for fn in (make_counter(5), make_defaults(), Instance, Dataclass_Case, Numpy_Pandas,
+    for fn in (make_counter(5), make_accumulator(), make_defaults(), Instance, Dataclass_Case, Numpy_Pandas,
                Sklearn, Helpers, Modules, Literals, Lambda_Value):
         modelrepo.deploy(fn, repo=repo)
 '''
 
 CASES = {
     "Closure": ([2], 11),
+    "Accumulate": ([2], 2),
     "Defaults": ([1], [8, 0.5, ["a", "b"]]),
     "Instance": ([2.0], 22.0),
     "Dataclass_Case": ([3.0, 4.0], 5.0),
