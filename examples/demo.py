@@ -68,7 +68,16 @@ def main() -> int:
     result = step_deploy(REPO)
     step_show(REPO, result)
     # ---- last step: serve the repository (added by the runtime issue) ----
-    return 0
+    return step_serve(REPO, result)
+
+
+def step_serve(repo: Path, result: modelrepo.DeployResult) -> int:
+    """`modelrepo serve ./demo-repo` in the foreground, with curl commands that work against it."""
+    from modelrepo.runtime.tryout import serve_and_show
+
+    one = [5.1, 3.5, 1.4, 0.2]  # several arguments: the list of them
+    batch = [[1, 5.1, 3.5, 1.4, 0.2], [2, 6.7, 3.0, 5.2, 2.3]]  # [id, arguments...] per row
+    return serve_and_show(str(repo), [(result.name, one), (result.name, batch)])
 
 
 if __name__ == "__main__":

@@ -18,15 +18,17 @@ import urllib.request
 from typing import Any
 
 
-def serve_and_show(repo: str, examples: dict[str, Any], port: int = 3000, timeout: float = 180.0) -> int:
-    """`examples`: deployment name -> the `data` to send it. Returns the server's exit code."""
+def serve_and_show(
+    repo: str, examples: list[tuple[str, Any]], port: int = 3000, timeout: float = 180.0
+) -> int:
+    """`examples`: (deployment name, the `data` to send it) pairs. Returns the server's exit code."""
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "modelrepo.cli", "serve", repo, "--port", str(port)],
                               start_new_session=True)
     try:
         _wait_ready(base, server, timeout)
         print(f"\nmodelrepo serve {repo} is answering at {base}. Try:\n", flush=True)
-        for name, data in examples.items():
+        for name, data in examples:
             body = json.dumps({"data": data})
             print(f"  curl -s {base}/v1/{name}/latest -d '{body}'")
             print(f"  -> {_post(f'{base}/v1/{name}/latest', body)}\n", flush=True)
