@@ -253,7 +253,8 @@ def test_operator_killed_mid_sync_converges(kube, operator, node_git_servers, no
     for i in range(6):
         repo.write_deployment(f"M{i}", body=f"return x + {i}", doc=str(4 + i))
     head = repo.commit_push("six models")
-    kube.apply_modelrepo("kill", spec_for(node_git_servers, repo))
+    # replicas 0: this is about the operator's own convergence, not about pods
+    kube.apply_modelrepo("kill", {**spec_for(node_git_servers, repo), "runtime": {"replicas": 0}})
     wait_until(lambda: kube.deployments("kill"), 120, "the first Deployment applied")
     operator.kill()  # mid-sync: some children may exist, status may be stale
     operator.start()
