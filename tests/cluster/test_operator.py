@@ -54,9 +54,9 @@ def test_apply_push_revert_prune(kube, operator, node_git_servers, node_model_re
     names = {d["name"]: d for d in status["deployments"]}
     assert set(names) == {"Double", "Triple", "Square"}
     assert all(d["version"] == 1 and d["commit"] == first and d["ready"] for d in names.values())
-    assert kube.predict("models-double", "Double", 21) == (200, 42)
-    assert kube.predict("models-triple", "Triple", 2) == (200, 6)
-    assert kube.predict("models-square", "Square", 5) == (200, 25)
+    kube.wait_predict("models-double", "Double", 21, 42)
+    kube.wait_predict("models-triple", "Triple", 2, 6)
+    kube.wait_predict("models-square", "Square", 5, 25)
     table = kube.kubectl("get", "mr", "models")
     assert table.split("\n")[0].split() == ["NAME", "URL", "BRANCH", "COMMIT", "READY", "AGE"]
     row = table.split("\n")[1].split()
@@ -69,7 +69,7 @@ def test_apply_push_revert_prune(kube, operator, node_git_servers, node_model_re
     repo.write_deployment("Double", body="return x * 2 + 1", doc="9")
     second = repo.commit_push("Double v2")
     kube.wait_ready("models", second, 3, timeout=READY)
-    wait_until(lambda: kube.predict("models-double", "Double", 21) == (200, 43), READY, "Double v2 serving")
+    kube.wait_predict("models-double", "Double", 21, 43, READY)
     client.stop()
     assert client.failures == [], client.failures[:5]
     assert client.answers <= {42, 43} and 43 in client.answers
@@ -86,7 +86,7 @@ def test_apply_push_revert_prune(kube, operator, node_git_servers, node_model_re
     # revert: the previous output again, as a new version
     third = repo.revert_push(second)
     kube.wait_ready("models", third, 3, timeout=READY)
-    wait_until(lambda: kube.predict("models-double", "Double", 21) == (200, 42), READY, "reverted Double serving")
+    kube.wait_predict("models-double", "Double", 21, 42, READY)
     assert {d["name"]: d for d in kube.status("models")["deployments"]}["Double"]["version"] == 3
 
     # a folder deleted: its Deployment and Service are pruned
@@ -166,7 +166,7 @@ def test_bad_commit_keeps_old_pods_serving_and_says_why(kube, operator, node_git
     fixed = repo.commit_push("fix Double")
     kube.wait_ready("bad", fixed, 2, timeout=READY)
     assert kube.condition("bad", "Degraded")["status"] == "False"
-    assert kube.predict("bad-double", "Double", 21) == (200, 43)
+    kube.wait_predict("bad-double", "Double", 21, 43)
 
 
 def test_wrong_credentials_and_unreachable_repo_touch_nothing(kube, operator, node_git_servers, node_model_repo):
@@ -227,7 +227,7 @@ def test_private_repository_over_ssh(kube, operator, node_git_servers, node_mode
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(why)
         pytest.skip(why)
-    assert kube.predict("ssh-double", "Double", 5) == (200, 10)
+    kube.wait_predict("ssh-double", "Double", 5, 10)
 
 
 def test_two_branches_side_by_side_and_delete_collects_children(kube, operator, node_git_servers, node_model_repo):
@@ -240,12 +240,12 @@ def test_two_branches_side_by_side_and_delete_collects_children(kube, operator, 
     kube.apply_modelrepo("staging", {**spec_for(node_git_servers, repo), "branch": "staging"})
     kube.wait_ready("prod", prod, 1, timeout=READY)
     kube.wait_ready("staging", staging, 1, timeout=READY)
-    assert kube.predict("prod-double", "Double", 1) == (200, 2)
-    assert kube.predict("staging-double", "Double", 1) == (200, 102)
+    kube.wait_predict("prod-double", "Double", 1, 2)
+    kube.wait_predict("staging-double", "Double", 1, 102)
 
     kube.kubectl("delete", "modelrepo", "staging", "--wait=true")
     wait_until(lambda: not kube.deployments("staging") and not kube.services("staging"), 120, "staging children collected")
-    assert kube.predict("prod-double", "Double", 1) == (200, 2)
+    kube.wait_predict("prod-double", "Double", 1, 2)
 
 
 def test_operator_killed_mid_sync_converges(kube, operator, node_git_servers, node_model_repo):
