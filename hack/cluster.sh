@@ -300,6 +300,22 @@ COREFILE
 }
 
 # ---------------------------------------------------------------- commands
+build_all() {
+  # The Go builds are CPU-bound, the image builds mostly network and disk: run them together.
+  local b pids=() names=(k8s coredns images) failed=0
+  for b in "${names[@]}"; do
+    ( lock "build-$b"; exec "$ROOT/hack/build-$b.sh" ) > "$LOGS/build-$b.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      log "building ${names[$i]} failed; last lines of $LOGS/build-${names[$i]}.log:"
+      tail -n 25 "$LOGS/build-${names[$i]}.log" >&2; failed=1
+    fi
+  done
+  return $failed
+}
+
 cmd_up() {
   mkdir -p "$LOGS" "$PIDS"
   if healthy; then
@@ -311,9 +327,8 @@ cmd_up() {
   if ls "$PIDS"/*.pid >/dev/null 2>&1; then log "cluster partly running; restarting it"; cmd_down; fi
   mkdir -p "$LOGS" "$PIDS"
   ensure_debs "${CLUSTER_DEBS[@]}"
-  "$ROOT/hack/build-k8s.sh"
-  "$ROOT/hack/build-coredns.sh"
-  "$ROOT/hack/build-images.sh" all
+  build_all
+  mkdir -p "$STATE/bin"; ln -sf "$KUBECTL" "$STATE/bin/kubectl"
   make_pki
   make_kubeconfig "$KUBECONFIG_OUT" admin
   local c; for c in controller-manager scheduler kubelet kube-proxy coredns; do
@@ -400,9 +415,9 @@ cmd_env() {  # machine-readable facts for the test fixture
 
 main() {
   case "${1:-}" in
-    up) cmd_up ;;
+    up) lock cluster; cmd_up ;;
     env) cmd_env ;;
-    down) cmd_down ;;
+    down) lock cluster; cmd_down ;;
     status) cmd_status ;;
     *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
   esac

@@ -44,3 +44,14 @@ wait_for() {
     sleep 0.5
   done
 }
+
+# lock <name>: hold an exclusive lock (until this shell exits) so that concurrent runs
+# (two test sessions, two terminals) wait for each other instead of racing.
+lock() {
+  mkdir -p "$CACHE/locks"
+  exec {_lock_fd}>"$CACHE/locks/$1.lock"
+  if ! flock -n "$_lock_fd"; then
+    log "waiting for another run holding the $1 lock"
+    flock "$_lock_fd"
+  fi
+}
