@@ -92,3 +92,32 @@ def test_dispatcher_batches_concurrent_requests_and_isolates_failures():
     assert mixed == [(True, 2), (False, "ValueError: negative"), (True, 6)]
     assert [v for _, v in big] == [2 * i for i in range(250)]
     assert max(sizes) == 100  # never more than maxBatchSize rows in one call
+
+
+def test_fast_function_is_called_inline_until_a_slow_call(tmp_path):
+    import time as _time
+
+    from modelrepo.runtime import served as served_module
+    from modelrepo.runtime.loader import LoadedDeployment, Metadata
+    from modelrepo.runtime.protocol import Call
+    from modelrepo.runtime.served import Served
+
+    delay = {"s": 0.0}
+
+    def f(x):
+        _time.sleep(delay["s"])
+        return x + 1
+
+    meta = Metadata(name="F", main_function="f", args=[("x", "int")], python_version="3.11")
+    served = Served("F", 1, "c" * 40, LoadedDeployment(tmp_path, meta, f))
+
+    async def calls(n):
+        return [await served.answer(Call([(i,)])) for i in range(n)]
+
+    answers = asyncio.run(calls(served_module.INLINE_AFTER + 5))
+    assert answers[-1] == (200, b'{"data":%d}' % (served_module.INLINE_AFTER + 5))
+    assert served.inline is served_module.INLINE
+    delay["s"] = 0.01  # one slow call: back to the thread, and a longer streak needed next time
+    assert asyncio.run(calls(1)) == [(200, b'{"data":1}')]
+    assert served.inline is False
+    assert served._inline_after == 2 * served_module.INLINE_AFTER or not served_module.INLINE
