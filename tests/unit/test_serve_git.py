@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from fixtures.runtime_server import (
     Server,
     Servers,
@@ -189,3 +190,18 @@ def test_broken_head_at_start_serves_the_newest_version_that_works(tmp_path, ser
     assert answer(server) == 20
     assert f"serving v1 ({v1[:7]}) instead" in server.output()
     assert "docstring test failed" in server.output()
+
+
+def test_serves_a_repository_made_by_deploy(sample_repo, servers):
+    """The SDK's output, served: plain, scikit-learn, versions by number and SHA, batch function."""
+    server = start_serve(servers, str(sample_repo.path))
+    assert server.post("/v1/Double/latest", {"data": 4}).json() == {"data": 8}
+    assert server.post("/v1/Double/latest", {"data": [[1, 4], [2, 5]]}).json() == {"data": [[1, 8], [2, 10]]}
+    assert server.post("/v1/Linear_Model/latest", {"data": 2}).json()["data"] == pytest.approx(5.0)
+    assert server.post("/v1/Greet/latest", {"data": "Ada"}).json() == {"data": "Hi, Ada!"}
+    assert server.post("/v1/Greet/1", {"data": "Ada"}).json() == {"data": "Hello, Ada!"}
+    first = sample_repo.commits["Greet"][0]
+    assert server.post(f"/v1/Greet/{first[:8]}", {"data": "Ada"}).json() == {"data": "Hello, Ada!"}
+    assert server.post("/v1/Batch_Double/latest", {"data": 21}).json() == {"data": 42}
+    rows = server.post("/v1/Batch_Double/latest?batch=true", {"data": [[i, i] for i in range(100)]})
+    assert rows.json() == {"data": [[i, 2 * i] for i in range(100)]}
