@@ -113,3 +113,39 @@ def test_include_and_exclude_globs(kube, operator, node_git_servers, node_model_
 
     kube.apply_modelrepo("sel", spec(node_git_servers, repo, include=["*"], exclude=["churn_*"]))
     wait_until(lambda: list(kube.deployments("sel")) == ["sel-other"], 120, "selection switched to `other`")
+
+
+def test_crd_rejects_invalid_specs(kube, modelrepo_crd):
+    bad = {
+        "both branch and revision": ({"url": "https://h/r.git", "branch": "main", "revision": "v1"}, "exactly one of spec.branch and spec.revision"),
+        "neither": ({"url": "https://h/r.git"}, "exactly one of spec.branch and spec.revision"),
+        "interval too short": ({"url": "https://h/r.git", "branch": "main", "interval": "1s"}, "between 5s and 24h"),
+        "interval too long": ({"url": "https://h/r.git", "branch": "main", "interval": "25h"}, "between 5s and 24h"),
+        "bad scheme": ({"url": "ftp://h/r.git", "branch": "main"}, "spec.url must start with"),
+    }
+    for spec, message in bad.values():
+        body = {"apiVersion": "modelrepo.dev/v1alpha1", "kind": "ModelRepo", "metadata": {"name": "bad"}, "spec": spec}
+        with pytest.raises(AssertionError, match=message):
+            kube.kubectl("apply", "-f", "-", input=json.dumps(body))
+    kube.apply_modelrepo("good", {"url": "git@github.com:acme/models.git", "branch": "main"})
+    got = kube.modelrepo("good")["spec"]
+    assert got["interval"] == "60s" and got["include"] == ["*"] and got["service"]["port"] == 80
+
+
+def test_operator_killed_mid_sync_converges(kube, operator, node_git_servers, node_model_repo):
+    repo = node_model_repo("kill")
+    for i in range(6):
+        repo.write_deployment(f"M{i}", body=f"return x + {i}", doc=str(4 + i))
+    head = repo.commit_push("six models")
+    # replicas 0: this is about the operator's own convergence, not about pods
+    kube.apply_modelrepo("kill", spec(node_git_servers, repo))
+    wait_until(lambda: kube.deployments("kill"), 120, "the first Deployment applied")
+    operator.kill()  # mid-sync: some children may exist, status may be stale
+    operator.start()
+    kube.wait_ready("kill", head, 6, timeout=180)
+    deps = kube.deployments("kill")
+    assert sorted(deps) == [f"kill-m{i}" for i in range(6)]
+    assert kube.services("kill") == sorted(deps)
+    for d in deps.values():
+        assert len(d["metadata"]["ownerReferences"]) == 1
+        assert d["metadata"]["annotations"]["modelrepo.dev/commit"] == head
