@@ -9,8 +9,9 @@ source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/deps.sh"
 
 IMAGES="$CACHE/images"
-BUILDAH=(buildah --root "$CACHE/containers/storage" --runroot "$CACHE/containers/run"
-         --storage-driver vfs)
+# overlay: layer commits are diffs, not copies of the whole tree as with vfs (minutes saved).
+BUILDAH=(buildah --root "$CACHE/containers/overlay" --runroot "$CACHE/containers/overlay-run"
+         --storage-driver overlay)
 PAUSE_IMAGE="localhost/modelrepo/pause:1"
 BASE_IMAGE="localhost/debian-py:bookworm"
 PROJECT_IMAGE="docker.io/library/modelrepo:dev"

@@ -26,7 +26,12 @@ alive() { local p; p=$(pid_of "$1") && [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null
 start() {
   local name=$1; shift
   if alive "$name"; then return 0; fi
-  setsid nohup "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null &
+  # The long-lived process must not inherit the lock of this run (it would hold it forever).
+  if [[ -n "${_lock_fd:-}" ]]; then
+    setsid nohup "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null {_lock_fd}>&- &
+  else
+    setsid nohup "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null &
+  fi
   echo $! > "$PIDS/$name.pid"
   log "started $name (pid $!)"
 }
@@ -116,6 +121,8 @@ state = "$CTRD_DIR/state"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "localhost/modelrepo/pause:1"
   enable_selinux = false
+  # This VM does not let root lower oom_score_adj (runc would fail every sandbox).
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
