@@ -1,7 +1,7 @@
 # Install the Debian packages the local cluster needs, only those missing (sourced).
 # containerd/runc/CNI plugins/iptables run the node; buildah/debootstrap build images;
 # etcd-server is the API server's store.
-CLUSTER_DEBS=(containerd runc containernetworking-plugins iptables conntrack ethtool socat
+CLUSTER_DEBS=(containerd runc containernetworking-plugins iptables conntrack ethtool socat iproute2 openssl
               buildah debootstrap etcd-server ca-certificates curl)
 
 ensure_debs() {
