@@ -20,7 +20,11 @@ IMAGES="$CACHE/images"
 kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_OUT" "$@"; }
 ctr_() { ctr --address "$CTRD_SOCK" -n k8s.io "$@"; }
 pid_of() { cat "$PIDS/$1.pid" 2>/dev/null; }
-alive() { local p; p=$(pid_of "$1") && [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; }
+# alive <name>: its recorded PID runs, and is still that program (PIDs get reused).
+alive() {
+  local p; p=$(pid_of "$1") && [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null &&
+    tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q -- "$1"
+}
 
 # start <name> <command...>: run in its own session, log to logs/<name>.log, record the PID.
 start() {
@@ -358,7 +362,7 @@ cmd_up() {
 
 stop_pid() {  # stop_pid <name>: SIGTERM, then SIGKILL after a deadline
   local name=$1 p; p=$(pid_of "$name") || return 0
-  if [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; then
+  if alive "$name"; then
     kill -TERM "$p" 2>/dev/null || true
     local end=$((SECONDS + 20))
     while kill -0 "$p" 2>/dev/null && (( SECONDS < end )); do sleep 0.2; done
