@@ -36,7 +36,9 @@ THREADS = int(os.environ.get("MODELREPO_THREADS", "1"))
 # (measured: ~40% more requests/s for a scikit-learn LinearRegression). A function earns it
 # with INLINE_AFTER calls in a row under INLINE_MAX_SECONDS each; its first slower call sends
 # it back to its thread and doubles the streak it needs next time. MODELREPO_INLINE=0 turns
-# this off (then a slow call can never hold up the event loop, even once).
+# this off (then a slow call can never hold up the event loop, even once). Only a process that
+# serves one deployment (`modelrepo runtime`, the pod) may inline: in `modelrepo serve` one
+# model's unexpectedly slow call must never hold up the other models.
 INLINE = os.environ.get("MODELREPO_INLINE", "1") != "0"
 INLINE_AFTER = 200
 INLINE_MAX_SECONDS = 0.002
@@ -55,6 +57,7 @@ class Served:
     commit: str
     loaded: LoadedDeployment
     default_timeout: float = DEFAULT_TIMEOUT_SECONDS
+    may_inline: bool = False
     headers: list[tuple[bytes, bytes]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -137,7 +140,7 @@ class Served:
         if seconds < INLINE_MAX_SECONDS:
             if not self.inline and self.dispatcher is None and not self.is_async:
                 self._fast_streak += 1
-                if INLINE and self._fast_streak >= self._inline_after:
+                if INLINE and self.may_inline and self._fast_streak >= self._inline_after:
                     self.inline = True
         else:
             self._fast_streak = 0

@@ -22,7 +22,8 @@ _SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 
 
 def load_served(
-    folder: Path, name: str, number: int | None, commit: str, default_timeout: float | None = None
+    folder: Path, name: str, number: int | None, commit: str, default_timeout: float | None = None,
+    *, may_inline: bool = False,
 ) -> Served:
     """Import the folder and run its docstring tests; raise DeploymentError saying why not."""
     loaded = load_deployment(folder)
@@ -35,7 +36,7 @@ def load_served(
             f"docstring test failed: >>> {first.example} expected {first.expected!r}, got {first.got!r}{more}",
         )
     kwargs: dict[str, Any] = {} if default_timeout is None else {"default_timeout": default_timeout}
-    return Served(name=name, number=number, commit=commit, loaded=loaded, **kwargs)
+    return Served(name=name, number=number, commit=commit, loaded=loaded, may_inline=may_inline, **kwargs)
 
 
 def matches(ref: str, number: int | None, commit: str) -> bool:
@@ -80,7 +81,10 @@ class FolderCatalog:
     def _load(self) -> None:
         started = time.monotonic()
         try:
-            self._served = load_served(self.folder, self.name, self.number, self.commit, self.default_timeout)
+            # One deployment per process: inlining a proven-fast function can only delay itself.
+            self._served = load_served(
+                self.folder, self.name, self.number, self.commit, self.default_timeout, may_inline=True
+            )
         except DeploymentError as exc:
             self._problem = str(exc)
             log.error("%s refused: %s", self.label, exc)

@@ -109,7 +109,7 @@ def test_fast_function_is_called_inline_until_a_slow_call(tmp_path):
         return x + 1
 
     meta = Metadata(name="F", main_function="f", args=[("x", "int")], python_version="3.11")
-    served = Served("F", 1, "c" * 40, LoadedDeployment(tmp_path, meta, f))
+    served = Served("F", 1, "c" * 40, LoadedDeployment(tmp_path, meta, f), may_inline=True)
 
     async def calls(n):
         return [await served.answer(Call([(i,)])) for i in range(n)]
@@ -121,3 +121,21 @@ def test_fast_function_is_called_inline_until_a_slow_call(tmp_path):
     assert asyncio.run(calls(1)) == [(200, b'{"data":1}')]
     assert served.inline is False
     assert served._inline_after == 2 * served_module.INLINE_AFTER or not served_module.INLINE
+
+
+def test_a_multi_model_process_never_calls_inline(tmp_path):
+    """In `modelrepo serve` one model's slow call must never hold up the other models."""
+    from modelrepo.runtime import served as served_module
+    from modelrepo.runtime.loader import LoadedDeployment, Metadata
+    from modelrepo.runtime.protocol import Call
+    from modelrepo.runtime.served import Served
+
+    meta = Metadata(name="F", main_function="f", args=[("x", "int")], python_version="3.11")
+    served = Served("F", 1, "c" * 40, LoadedDeployment(tmp_path, meta, lambda x: x + 1))
+
+    async def calls(n):
+        return [await served.answer(Call([(i,)])) for i in range(n)]
+
+    answers = asyncio.run(calls(served_module.INLINE_AFTER + 5))
+    assert answers[-1] == (200, b'{"data":%d}' % (served_module.INLINE_AFTER + 5))
+    assert served.inline is False
