@@ -1,6 +1,7 @@
 """From `git push` to the new version answering through its Service: webhook versus polling.
 
-One command (needs root for the local cluster; reuses a running one):
+One command (needs root for the local cluster; reuses a running one; with $KUBECONFIG set,
+that cluster as it is, pods reaching this machine at $MODELREPO_HOST_IP):
 
     .venv/bin/python bench/push_to_serve.py [--pushes 10] [--modes webhook,polling]
 
@@ -28,6 +29,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import statistics
@@ -59,17 +61,19 @@ def sh(*args: str, input: str | None = None) -> str:
 
 class Cluster:
     def __init__(self) -> None:
-        print("[bench] hack/cluster.sh up (reuses a running cluster)", flush=True)
-        subprocess.run(
-            ["bash", str(ROOT / "hack" / "cluster.sh"), "up"], check=True, timeout=90 * 60
-        )
+        if not os.environ.get("KUBECONFIG"):
+            print("[bench] hack/cluster.sh up (reuses a running cluster)", flush=True)
+            subprocess.run(
+                ["bash", str(ROOT / "hack" / "cluster.sh"), "up"], check=True, timeout=90 * 60
+            )
         env = dict(
             line.split("=", 1)
             for line in sh("bash", str(ROOT / "hack" / "cluster.sh"), "env").splitlines()
             if "=" in line
         )
-        self.kubeconfig = env["KUBECONFIG"]
-        self.node_ip = env["NODE_IP"]
+        # KUBECONFIG set: that cluster as it is, pods reaching this machine at MODELREPO_HOST_IP.
+        self.kubeconfig = os.environ.get("KUBECONFIG") or env["KUBECONFIG"]
+        self.node_ip = os.environ.get("MODELREPO_HOST_IP") or env["NODE_IP"]
         kubectl = Path(env.get("K8S_BIN", "")) / "kubectl"
         self.kubectl_bin = str(kubectl) if kubectl.is_file() else "kubectl"
         self.helm = sh("bash", str(ROOT / "hack" / "helm.sh")).strip().splitlines()[-1]
