@@ -336,6 +336,9 @@ cmd_up() {
   fi
   [[ $(id -u) == 0 ]] || die "the local cluster needs root (network interfaces, containerd, kubelet)"
   if ls "$PIDS"/*.pid >/dev/null 2>&1; then log "cluster partly running; restarting it"; cmd_down; fi
+  if ss -Hltn "( sport = :$API_PORT or sport = :12379 )" 2>/dev/null | grep -q .; then
+    die "ports $API_PORT/12379 are taken: another local cluster (another checkout?) runs; stop it with its own 'make cluster-down'"
+  fi
   mkdir -p "$LOGS" "$PIDS"
   ensure_debs "${CLUSTER_DEBS[@]}"
   build_all
