@@ -425,6 +425,7 @@ cmd_env() {  # machine-readable facts for the test fixture
   echo "POD_CIDR=$POD_CIDR"
   echo "SERVICE_CIDR=$SERVICE_CIDR"
   echo "LOGS=$LOGS"
+  echo "K8S_BIN=$K8S_BIN"
 }
 
 main() {

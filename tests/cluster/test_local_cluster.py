@@ -204,6 +204,8 @@ def test_node_is_ready(cluster: Cluster) -> None:
     ready = [n.metadata.name for n in nodes
              if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)]
     assert ready, f"no node is Ready: {[n.status.conditions for n in nodes]}"
+    # What a user typing kubectl sees (the fixture's kubectl is the cluster's own for the local one).
+    assert f"node/{ready[0]}" in cluster.kubectl("get", "nodes", "-o", "name").split()
     if cluster.info.local:
         addresses = {a.type: a.address for a in nodes[0].status.addresses}
         assert ipaddress.ip_address(addresses["InternalIP"]) in LOCAL_RANGE
