@@ -338,6 +338,23 @@ def main() -> int:
                 )
             results[mode] = runs
     finally:
+        # The ModelRepo first, while its operator runs (its finalizer), then the namespace.
+        subprocess.run(
+            [
+                c.kubectl_bin,
+                "--kubeconfig",
+                c.kubeconfig,
+                "-n",
+                ns,
+                "delete",
+                "modelrepos",
+                "--all",
+                "--wait",
+                "--timeout=120s",
+            ],
+            capture_output=True,
+            timeout=180,
+        )
         servers.stop()
         subprocess.run(
             [

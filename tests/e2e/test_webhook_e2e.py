@@ -112,6 +112,18 @@ def operator(cluster: Cluster, helm: Helm, namespace: str) -> Iterator[Installed
             _service_url(cluster, namespace, name, "metrics"),
         )
     finally:
+        # ModelRepos go first, while the operator still runs to remove its finalizer; else the
+        # namespace would stay Terminating.
+        cluster.kubectl(
+            "-n",
+            namespace,
+            "delete",
+            "modelrepos",
+            "--all",
+            "--wait",
+            "--timeout=120s",
+            check=False,
+        )
         helm.run("uninstall", RELEASE, "--namespace", namespace, "--wait", check=False, env=env)
 
 
