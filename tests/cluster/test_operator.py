@@ -201,7 +201,7 @@ def test_private_repository_over_ssh(kube, operator, node_git_servers, node_mode
     def ready_or_no_ssh_client():
         st = kube.status("ssh")
         degraded = next((c for c in st.get("conditions", []) if c["type"] == "Degraded"), {})
-        if "cannot run ssh" in degraded.get("message", ""):
+        if any(m in degraded.get("message", "") for m in ("cannot run ssh", "ssh: not found")):
             return "no-ssh"
         return "ready" if st.get("commit") == first and st.get("ready") == "1/1" else None
 
