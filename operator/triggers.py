@@ -74,21 +74,20 @@ def unregister(namespace: str, name: str, waker: Waker) -> None:
 
 def request_sync(namespace: str, name: str) -> bool:
     """Sync ModelRepo namespace/name now (webhooks call this); False if it is not being watched."""
-    with _lock:
-        waker = _wakers.get((namespace, name))
-    if waker is None:
-        return False
-    waker.request(SYNC)
-    return True
+    return _request(namespace, name, SYNC)
 
 
 def request_status(namespace: str, name: str) -> bool:
     """Recompute the status of namespace/name soon (a child changed); no git work."""
+    return _request(namespace, name, STATUS)
+
+
+def _request(namespace: str, name: str, what: str) -> bool:
     with _lock:
         waker = _wakers.get((namespace, name))
     if waker is None:
         return False
-    waker.request(STATUS)
+    waker.request(what)
     return True
 
 
