@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from modelrepo.commands.runtime import add_server_arguments
+from modelrepo.operator.gitsource import redact_urls as redact  # never print credentials
 
 HELP = "serve all deployments of a git branch locally and follow new commits (push/revert)"
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
@@ -43,11 +44,6 @@ def parse_duration(text: str) -> float:
 
 def is_url(source: str) -> bool:
     return "://" in source or bool(_SCP_LIKE.match(source))
-
-
-def redact(url: str) -> str:
-    """The URL without a password (never print credentials)."""
-    return re.sub(r"(://)[^@/]*@", r"\1***@", url)
 
 
 def run(args: argparse.Namespace) -> int:
