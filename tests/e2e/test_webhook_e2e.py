@@ -187,36 +187,16 @@ def test_signed_push_rolls_out_and_bad_requests_are_refused(
     url = git_on_node.daemon_url("models")
 
     secret = {"webhookSecret": base64.b64encode(SECRET.encode()).decode()}
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "git", "namespace": ns},
-                "data": secret,
-            }
-        ),
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git", "namespace": ns}, "data": secret}
     )
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "modelrepo.dev/v1alpha1",
-                "kind": "ModelRepo",
-                "metadata": {"name": "models", "namespace": ns},
-                "spec": {
-                    "url": url,
-                    "branch": "main",
-                    "interval": "1h",
-                    "secretRef": {"name": "git"},
-                },
-            }
-        ),
+    cluster.apply(
+        {
+            "apiVersion": "modelrepo.dev/v1alpha1",
+            "kind": "ModelRepo",
+            "metadata": {"name": "models", "namespace": ns},
+            "spec": {"url": url, "branch": "main", "interval": "1h", "secretRef": {"name": "git"}},
+        }
     )
 
     def answer() -> tuple[int, dict[str, str]] | None:
