@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelrepo.values import load_value
+from modelrepo.format.values import load_value
 
 __all__ = ["deploy", "switch_branch", "load_value", "DeployError"]
 

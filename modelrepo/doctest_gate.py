@@ -1,7 +1,7 @@
 """The deploy-time doctest gate, run in a fresh interpreter: `python -m modelrepo.doctest_gate DIR`.
 
 A fresh process proves the folder works without the notebook's state: it loads the files about
-to be committed exactly as the runtime will (runtime/loader.py) and runs the main function's
+to be committed exactly as the runtime will (modelrepo.format) and runs the main function's
 docstring examples. Prints one marked JSON line: {"error": str|null, "failures": [...]}.
 """
 
@@ -13,15 +13,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from modelrepo.runtime.loader import DeploymentError, DoctestFailure
+from modelrepo.format import DeploymentError, DoctestFailure, load_deployment, run_doctests
 
 # The result line is marked, so output of the user's code on stdout cannot be mistaken for it.
 _MARKER = "modelrepo-doctest-gate:"
 
 
 def main(argv: list[str]) -> int:
-    from modelrepo.runtime.loader import load_deployment, run_doctests
-
     folder, check_python = argv[0], "--no-python-check" not in argv
     result: dict[str, object] = {"error": None, "failures": []}
     try:

@@ -13,8 +13,8 @@ import cloudpickle
 import yaml
 
 from modelrepo.capture import Captured, CaptureError
+from modelrepo.format.values import source_global
 from modelrepo.requirements import pinned_requirements
-from modelrepo.values import source_global
 
 GENERATED = ("source.py", "metadata.yaml", "requirements.txt")
 _PLAIN_TYPES = {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}

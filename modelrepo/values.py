@@ -1,49 +1,6 @@
-"""`modelrepo.load_value`: how a deployment's source.py gets its captured values back."""
+"""Kept for pickles written before the format package existed: they name
+`modelrepo.values.source_global`. New code imports `modelrepo.format.values`."""
 
-from __future__ import annotations
+from modelrepo.format.values import load_value, source_global
 
-import os
-import pickle
-import sys
-import threading
-from pathlib import Path
-from typing import Any
-
-_loading = threading.local()
-
-
-def load_value(path: str | os.PathLike[str]) -> Any:
-    """Unpickle `path`, relative to the folder of the source.py that calls this.
-
-    The folder is found from the caller's `__file__`, so it does not matter what the working
-    directory is. Pickles are code: only files inside that folder are loaded, never a path
-    that leaves it (absolute, `..`, or a symlink pointing out).
-    """
-    caller_file = sys._getframe(1).f_globals.get("__file__")
-    folder = Path(caller_file).resolve().parent if caller_file else Path.cwd().resolve()
-    target = (folder / path).resolve()
-    if Path(path).is_absolute() or not target.is_relative_to(folder):
-        raise ValueError(f"load_value({str(path)!r}): only files inside {folder} can be loaded")
-    if not target.is_file():
-        raise FileNotFoundError(f"load_value({str(path)!r}): no file {target}")
-    previous = getattr(_loading, "namespace", None)
-    _loading.namespace = sys._getframe(1).f_globals
-    try:
-        with open(target, "rb") as f:
-            return pickle.load(f)
-    finally:
-        _loading.namespace = previous
-
-
-def source_global(name: str) -> Any:
-    """A class or function defined in the source.py being loaded (used inside pickles).
-
-    deploy() pickles instances of the user's classes so that they refer to the class written in
-    source.py, not to a copy: `isinstance(value, TheClass)` then holds in the deployment.
-    """
-    namespace = getattr(_loading, "namespace", None)
-    if namespace is None or name not in namespace:
-        raise pickle.UnpicklingError(
-            f"{name} must be defined in source.py before the value that uses it is loaded"
-        )
-    return namespace[name]
+__all__ = ["load_value", "source_global"]

@@ -1,18 +1,12 @@
-"""Names of a ModelRepo's children (DESIGN §6): DNS-1035 labels, stable, at most 63 characters."""
+"""Names of a ModelRepo's children (docs/operator.md): DNS-1035 labels, stable, at most 63 characters."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME = 63
 _HASH_LEN = 8
-
-
-def is_valid_deployment_name(name: str) -> bool:
-    """A folder under deployments/ is a deployment only if its name is a Python identifier."""
-    return bool(NAME_RE.match(name))
 
 
 def _short_hash(text: str) -> str:

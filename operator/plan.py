@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrepo.operator.naming import child_name, is_valid_deployment_name
+from modelrepo.format import deployment_path, name_problem
+from modelrepo.operator.naming import child_name
 from modelrepo.operator.render import ANN_CONFIG, ANN_NAME, ANN_TREE, Folder
 
 
@@ -62,15 +63,16 @@ def make_plan(
     owners: dict[str, str] = {}
     for name in sorted(folders):
         folder = folders[name]
-        if not is_valid_deployment_name(name):
-            plan.invalid[name] = f"deployments/{name}: name must match [A-Za-z_][A-Za-z0-9_]* (a Python identifier)"
+        problem = name_problem(name)
+        if problem:
+            plan.invalid[name] = f"{deployment_path(name)}: {problem} (a Python identifier)"
             continue
         if not selected(name, include, exclude):
             continue
         child = child_name(repo_name, name)
         if child in owners:
             plan.invalid[name] = (
-                f"deployments/{name}: its Kubernetes name {child!r} collides with deployments/{owners[child]}; rename one"
+                f"{deployment_path(name)}: its Kubernetes name {child!r} collides with {deployment_path(owners[child])}; rename one"
             )
             continue
         owners[child] = name

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelrepo.format import deployment_path
 from modelrepo.operator.naming import child_name, label_value
 
 GROUP = "modelrepo.dev"
@@ -157,7 +158,7 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
     image = repo.image
     pull = repo.runtime.get("imagePullPolicy") or "IfNotPresent"
     replicas = settings.replicas if settings.replicas is not None else repo.runtime.get("replicas", 1)
-    path = f"deployments/{folder.name}"
+    path = deployment_path(folder.name)
     fetch_args = [
         "fetch", "--url", repo.url, "--commit", folder.commit, "--path", path,
         "--dest", MODEL_DIR, "--check",

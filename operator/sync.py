@@ -1,4 +1,4 @@
-"""One sync of one ModelRepo (DESIGN §7), as a plain function the kopf daemon calls.
+"""One sync of one ModelRepo (docs/operator.md), as a plain function the kopf daemon calls.
 
 ls-remote first; with no new commit and no spec change only the status is recomputed (and
 written only if it differs), so an idle poll makes no API write. With a new commit: fetch
@@ -18,9 +18,9 @@ from typing import Any
 
 import kopf
 
-from modelrepo.history import HistoryError, deployment_versions
+from modelrepo.format import DeploymentError, deployment_path, read_metadata, validate_folder
+from modelrepo.git import Credentials, GitError
 from modelrepo.operator import gitsource, kube, metrics
-from modelrepo.operator.gitsource import Credentials, GitError
 from modelrepo.operator.plan import make_plan, selected
 from modelrepo.operator.render import (
     ANN_COMMIT,
@@ -34,7 +34,7 @@ from modelrepo.operator.render import (
     render_service,
 )
 from modelrepo.operator.status import Observation, build_status, now_iso, same_status
-from modelrepo.runtime.loader import DeploymentError, read_metadata, validate_folder
+from modelrepo.repository import HistoryError, deployment_versions, folder_trees
 
 log = logging.getLogger("modelrepo.operator")
 
@@ -137,7 +137,7 @@ def _full_sync(
     fetch_started = time.monotonic()
     try:
         gitsource.fetch(cache, repo.url, sha, creds, ref=repo.branch)
-        trees = gitsource.folder_trees(cache, sha)
+        trees = folder_trees(cache, sha)
         history = deployment_versions(cache, sha)
     except (GitError, HistoryError) as exc:
         return _source_failed(body, repo, state, f"fetching {sha[:12]}: {creds.redact(str(exc)) if creds else exc}", result)
@@ -162,13 +162,13 @@ def _full_sync(
     invalid = dict(plan.invalid)
     existing = set(folders_from_children(deployments))
     try:  # one round trip for every changed folder's files instead of one per file
-        gitsource.prefetch_blobs(cache, repo.url, sha, [f"deployments/{f.name}" for f in plan.apply], creds)
+        gitsource.prefetch_blobs(cache, repo.url, sha, [deployment_path(f.name) for f in plan.apply], creds)
     except GitError as exc:
         log.info("prefetch of %d folders failed, files will be fetched one by one: %s", len(plan.apply), exc)
     with tempfile.TemporaryDirectory(prefix="modelrepo-export-") as tmp:
         exported: Path | None = Path(tmp)
         try:
-            gitsource.export_folders(cache, repo.url, sha, [f"deployments/{f.name}" for f in plan.apply], Path(tmp), creds)
+            gitsource.export_folders(cache, repo.url, sha, [deployment_path(f.name) for f in plan.apply], Path(tmp), creds)
         except GitError as exc:  # one bad path must not block the others: export one by one
             log.info("exporting %d folders at once failed (%s); one by one", len(plan.apply), exc)
             exported = None
@@ -212,7 +212,7 @@ def _check_and_apply(
     exported_root: Path | None,
 ) -> str | None:
     """Check one changed (already exported) folder statically and apply its Deployment; or say why not."""
-    path = f"deployments/{folder.name}"
+    path = deployment_path(folder.name)
     root = exported_root or tmp / folder.name
     if exported_root is None:
         try:

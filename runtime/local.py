@@ -10,13 +10,7 @@ the reason is printed. Older versions load on demand into a small LRU cache.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -24,59 +18,22 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from modelrepo.history import (
-    DEPLOYMENTS_DIR,
-    HistoryError,
+from modelrepo import git
+from modelrepo.format import (
+    DeploymentError,
     Version,
-    deployment_versions,
+    deployment_path,
+    describe_range,
     resolve_version,
+    unload,
 )
+from modelrepo.repository import HistoryError, deployment_versions, extract_folder, folder_trees
 from modelrepo.runtime.app import NotFound, NotReady
-from modelrepo.runtime.loader import DeploymentError
 from modelrepo.runtime.served import Served, answer_headers
 from modelrepo.runtime.single import load_served
 
 log = logging.getLogger("modelrepo.runtime")
 MAX_CACHED_OLD_VERSIONS = 8
-
-
-def git(repo: str | Path, *args: str, binary: bool = False) -> Any:
-    """Run git in `repo`; return stdout (bytes if `binary`); raise RuntimeError with git's message."""
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, env=_git_env())
-    if proc.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout if binary else proc.stdout.decode().strip()
-
-
-def _git_env() -> dict[str, str]:
-    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-
-
-def extract_folder(repo: str | Path, commit: str, name: str, cache_dir: str | Path) -> Path:
-    """`deployments/<name>/` as committed at `commit`, extracted once into the cache."""
-    dest = Path(cache_dir) / "trees" / commit / name
-    if dest.is_dir():
-        return dest
-    listing = git(repo, "ls-tree", "-d", "--name-only", commit, f"{DEPLOYMENTS_DIR}/{name}")
-    if not listing:
-        raise DeploymentError(f"{DEPLOYMENTS_DIR}/{name}", f"does not exist at commit {commit[:7]}")
-    archive = git(repo, "archive", "--format=tar", commit, f"{DEPLOYMENTS_DIR}/{name}", binary=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
-    try:
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(staging, filter="data")  # no absolute paths, no links leaving the folder
-            else:  # pragma: no cover - Pythons before the tarfile filters
-                tar.extractall(staging)  # noqa: S202
-        try:
-            (staging / DEPLOYMENTS_DIR / name).rename(dest)
-        except OSError:
-            if not dest.is_dir():  # another thread extracted it first: fine
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
 
 
 class RepoCatalog:
@@ -131,17 +88,18 @@ class RepoCatalog:
     def sync(self) -> None:
         """Bring the served versions up to the branch head (one poll)."""
         if self.fetch:
-            git(self.repo, "fetch", "--quiet", "--prune", "origin",
-                f"+refs/heads/{self.branch}:refs/heads/{self.branch}")
-        head = git(self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}^{{commit}}")
+            git.run(["fetch", "--quiet", "--prune", "origin",
+                     f"+refs/heads/{self.branch}:refs/heads/{self.branch}"], cwd=self.repo)
+        head = git.rev_parse(self.repo, f"refs/heads/{self.branch}")
+        if head is None:
+            raise RuntimeError(f"no branch {self.branch!r} with a commit")
         if head == self._head:
             return
         try:
             versions = deployment_versions(self.repo, head)
         except HistoryError as exc:
             raise RuntimeError(str(exc)) from None
-        listing = git(self.repo, "ls-tree", "-d", "--name-only", head, f"{DEPLOYMENTS_DIR}/")
-        present = frozenset(line.rsplit("/", 1)[-1] for line in listing.splitlines() if line)
+        present = frozenset(folder_trees(self.repo, head))
         latest = dict(self._latest)
         problems = dict(self._problems)
         self._versions = {**self._versions, **versions}
@@ -207,16 +165,13 @@ class RepoCatalog:
 
     def load(self, name: str, version: Version) -> Served:
         """Extract, import and test one version (any thread); raise DeploymentError if refused."""
-        try:
-            folder = extract_folder(self.repo, version.commit, name, self.cache_dir)
-        except RuntimeError as exc:
-            raise DeploymentError(f"{DEPLOYMENTS_DIR}/{name}", str(exc)) from None
+        folder = extract_folder(self.repo, version.commit, name, self.cache_dir)
         try:
             return load_served(folder, name, version.number, version.commit, self.default_timeout)
         except DeploymentError as exc:  # name the file as it is in the repository, not the cache
             where = Path(exc.path)
             if where.is_relative_to(folder):
-                where = Path(DEPLOYMENTS_DIR, name, where.relative_to(folder))
+                where = Path(deployment_path(name), where.relative_to(folder))
             raise DeploymentError(where, exc.problem) from None
 
     # -- requests (event loop) ---------------------------------------------------------------
@@ -233,7 +188,7 @@ class RepoCatalog:
             return latest
         version = resolve_version(versions, ref)
         if version is None:
-            raise NotFound(f"{name} has no version {ref} (versions are 1 to {len(versions)}, or a commit SHA prefix)")
+            raise NotFound(f"{name} has no version {ref} ({describe_range(versions)}, or a commit SHA prefix)")
         if latest is not None and latest.commit == version.commit:
             return latest
         return await self._older(name, version)
@@ -262,8 +217,7 @@ class RepoCatalog:
             print(f"{name} v{version.number} ({version.commit[:7]}) loaded on demand", flush=True)
             while len(self._cache) > self.max_cached:
                 _, evicted = self._cache.popitem(last=False)
-                if evicted.loaded.module is not None:
-                    sys.modules.pop(evicted.loaded.module.__name__, None)
+                unload(evicted.loaded)
         return self._cache[key]
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

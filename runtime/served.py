@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+from modelrepo.format import LoadedDeployment
 from modelrepo.runtime import jsonify
 from modelrepo.runtime.batching import BatchDispatcher, Outcome
-from modelrepo.runtime.loader import LoadedDeployment
 from modelrepo.runtime.protocol import Call, describe_exception, error_body
 
 log = logging.getLogger("modelrepo.runtime")

@@ -7,18 +7,22 @@ at once while /readyz says "loading" and then either ready or why not.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from modelrepo.format import (
+    DeploymentError,
+    first_failure_message,
+    load_deployment,
+    names_version,
+    run_doctests,
+)
 from modelrepo.runtime.app import NotFound, NotReady
-from modelrepo.runtime.loader import DeploymentError, load_deployment, run_doctests
 from modelrepo.runtime.served import Served, answer_headers
 
 log = logging.getLogger("modelrepo.runtime")
-_SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 
 
 def load_served(
@@ -29,23 +33,9 @@ def load_served(
     loaded = load_deployment(folder)
     failures = run_doctests(loaded)
     if failures:
-        first = failures[0]
-        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-        raise DeploymentError(
-            folder / "source.py",
-            f"docstring test failed: >>> {first.example} expected {first.expected!r}, got {first.got!r}{more}",
-        )
+        raise DeploymentError(folder / "source.py", first_failure_message(failures))
     kwargs: dict[str, Any] = {} if default_timeout is None else {"default_timeout": default_timeout}
     return Served(name=name, number=number, commit=commit, loaded=loaded, may_inline=may_inline, **kwargs)
-
-
-def matches(ref: str, number: int | None, commit: str) -> bool:
-    """Does a route's version part name this version (latest, its number, its SHA prefix)?"""
-    if ref == "latest":
-        return True
-    if number is not None and ref == str(number):
-        return True
-    return bool(commit) and bool(_SHA.match(ref)) and commit.lower().startswith(ref.lower())
 
 
 class FolderCatalog:
@@ -98,7 +88,7 @@ class FolderCatalog:
     async def resolve(self, name: str, ref: str) -> Served:
         if name != self.name:
             raise NotFound(f"no deployment {name} here (this runtime serves {self.name})")
-        if not matches(ref, self.number, self.commit):
+        if not names_version(ref, self.number, self.commit, is_latest=True):
             raise NotFound(f"{self.name} has no version {ref} here (this runtime serves {self.label})")
         if self._served is None:
             raise NotReady(f"{self.label} is not ready: {self._problem}")

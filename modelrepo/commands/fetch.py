@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modelrepo.operator.gitsource import Credentials, GitError, sparse_checkout
+    from modelrepo.git import Credentials, GitError
+    from modelrepo.operator.gitsource import sparse_checkout
 
     creds = Credentials.from_dir(args.credentials) if args.credentials else None
     dest = Path(args.dest)
@@ -53,12 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check(folder: Path) -> list[str]:
     """Every reason the folder cannot serve: static problems, import, Python version, doctests."""
-    from modelrepo.runtime.loader import (
-        DeploymentError,
-        load_deployment,
-        run_doctests,
-        validate_folder,
-    )
+    from modelrepo.format import DeploymentError, load_deployment, run_doctests, validate_folder
 
     errors = [str(e) for e in validate_folder(folder)]
     if errors:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 from pathlib import Path
 
 HELP = "serve one deployment folder over the REST contract (the runtime of a pod)"
@@ -30,15 +29,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
+    from modelrepo.format import name_problem
     from modelrepo.runtime.launch import serve
-    from modelrepo.runtime.loader import NAME_PATTERN
 
     folder = Path(args.dir).resolve()
     if not folder.is_dir():
         raise UserError(f"--dir {args.dir}: no such directory")
     name = args.name or folder.name
-    if not NAME_PATTERN.match(name):
-        raise UserError(f"deployment name {name!r} must match [A-Za-z_][A-Za-z0-9_]* (use --name)")
+    problem = name_problem(name)
+    if problem:
+        raise UserError(f"{problem} (use --name)")
     commit = args.commit or os.environ.get("MODELREPO_COMMIT") or ""
     version = args.version
     if version is None and os.environ.get("MODELREPO_VERSION"):
@@ -59,14 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
 def identity_from_git(folder: Path, name: str) -> tuple[str, int | None]:
     """(commit, version number) of the folder's last commit when it sits in a git work tree."""
-    from modelrepo.history import HistoryError, versions_of
+    from modelrepo import git
+    from modelrepo.format import DEPLOYMENTS_DIR
+    from modelrepo.repository import HistoryError, versions_of
 
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=folder,
-                             capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "", None
-    if folder.parent.name != "deployments" or folder.parent.parent != Path(top).resolve():
+    top = git.try_run(["rev-parse", "--show-toplevel"], cwd=folder)
+    if not top or folder.parent.name != DEPLOYMENTS_DIR or folder.parent.parent != Path(top).resolve():
         return "", None
     try:
         versions = versions_of(top, folder.name)

@@ -12,14 +12,13 @@ import argparse
 import hashlib
 import os
 import re
-import subprocess
 from pathlib import Path
 
+from modelrepo import git
 from modelrepo.commands.runtime import add_server_arguments
-from modelrepo.operator.gitsource import redact_urls as redact  # never print credentials
+from modelrepo.git import redact_urls as redact  # never print credentials
 
 HELP = "serve all deployments of a git branch locally and follow new commits (push/revert)"
-_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
 
 
@@ -42,10 +41,6 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * scale
 
 
-def is_url(source: str) -> bool:
-    return "://" in source or bool(_SCP_LIKE.match(source))
-
-
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
     from modelrepo.runtime.launch import serve
@@ -59,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     cache_root = Path(args.cache_dir or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     if not args.cache_dir:
         cache_root = cache_root / "modelrepo"
-    if is_url(args.source):
+    if git.is_url(args.source):
         key = hashlib.sha256(args.source.encode()).hexdigest()[:16]
         cache_dir = cache_root / "serve" / key
         repo = cache_dir / "repo.git"
@@ -75,15 +70,13 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.source).resolve()
         if not path.exists():
             raise UserError(f"{args.source}: no such directory")
-        if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=path, capture_output=True).returncode != 0:
+        if git.try_run(["rev-parse", "--git-dir"], cwd=path) is None:
             raise UserError(f"{args.source}: not a git repository")
         repo = path
         key = hashlib.sha256(str(path).encode()).hexdigest()[:16]
         cache_dir = cache_root / "serve" / key
         fetch = False
-    check = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{args.branch}^{{commit}}"],
-                           cwd=repo, capture_output=True)
-    if check.returncode != 0:
+    if git.rev_parse(repo, f"refs/heads/{args.branch}") is None:
         raise UserError(f"{redact(args.source)}: no branch {args.branch!r} with a commit")
     cache_dir.mkdir(parents=True, exist_ok=True)
     spec = {
@@ -99,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 def _git_or_fail(repo: Path | None, *args: str) -> None:
     from modelrepo.cli import UserError
 
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-    if proc.returncode != 0:
-        raise UserError(f"git {args[0]} failed: {redact(proc.stderr.strip())}")
+    try:
+        git.run(args, cwd=repo)
+    except git.GitError as exc:
+        raise UserError(f"git {args[0]} failed: {redact(exc.stderr)}") from None

@@ -15,19 +15,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def deployment_folders(root: Path) -> list[Path]:
     """The folders under deployments/ (hidden entries and plain files like .gitkeep skipped)."""
-    base = root / "deployments"
+    from modelrepo.format import DEPLOYMENTS_DIR
+
+    base = root / DEPLOYMENTS_DIR
     return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
-    from modelrepo.runtime.loader import validate_folder
+    from modelrepo.format import DEPLOYMENTS_DIR, METADATA_FILE, SOURCE_FILE, validate_folder
 
     root = Path(args.dir)
-    if (root / "deployments").is_dir():
+    if (root / DEPLOYMENTS_DIR).is_dir():
         folders = deployment_folders(root)
-    elif (root / "metadata.yaml").exists() or (root / "source.py").exists():
-        folders, root = [root], root.parent.parent if root.parent.name == "deployments" else root.parent
+    elif (root / METADATA_FILE).exists() or (root / SOURCE_FILE).exists():
+        folders, root = [root], root.parent.parent if root.parent.name == DEPLOYMENTS_DIR else root.parent
     elif root.is_dir():
         raise UserError(f"{args.dir}: no deployments/ folder here (is this a model repository?)")
     else:

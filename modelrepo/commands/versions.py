@@ -1,4 +1,4 @@
-"""`modelrepo versions <dir> <Name>`: the version numbers of one deployment (DESIGN §3)."""
+"""`modelrepo versions <dir> <Name>`: the version numbers of one deployment (docs/repo-format.md)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
-    from modelrepo.history import HistoryError, versions_of
-    from modelrepo.repo import RepoError, open_repo
+    from modelrepo.publish import RepoError, open_repo
+    from modelrepo.repository import HistoryError, versions_of
 
     try:
         repo = open_repo(args.dir)
-        versions = versions_of(repo.working_tree_dir, args.name, rev=args.rev)
+        versions = versions_of(repo.root, args.name, rev=args.rev)
     except (RepoError, HistoryError) as exc:
         raise UserError(str(exc)) from None
     if not versions:

@@ -164,7 +164,7 @@ CASES = {
 
 LOAD_AND_CALL = """
 import json, sys
-from modelrepo.runtime.loader import load_deployment
+from modelrepo.format import load_deployment
 root, cases = sys.argv[1], json.loads(sys.argv[2])
 out = {}
 for name, args in cases.items():

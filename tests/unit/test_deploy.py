@@ -18,6 +18,7 @@ from fixtures.model_repos import run_cli
 
 import modelrepo
 from modelrepo import deployer
+from modelrepo.repository import versions_of
 
 
 def git(repo: Path, *args: str) -> str:
@@ -30,7 +31,7 @@ def call_in_fresh_python(folder: Path, *args):
     """Load a deployment folder in a new interpreter (that never saw the function) and call it."""
     code = (
         "import json, sys\n"
-        "from modelrepo.runtime.loader import load_deployment\n"
+        "from modelrepo.format import load_deployment\n"
         "f = load_deployment(sys.argv[1]).function\n"
         "print(json.dumps(f(*json.loads(sys.argv[2]))))\n"
     )
@@ -73,7 +74,7 @@ def Wrong_Doc(x: int) -> int:
 
 def test_sample_repo_has_each_deployment_with_its_versions(sample_repo):
     versions = {
-        name: [v.commit for v in modelrepo.history.versions_of(sample_repo.path, name)]
+        name: [v.commit for v in versions_of(sample_repo.path, name)]
         for name in sample_repo.commits
     }
     assert versions == sample_repo.commits
@@ -343,7 +344,7 @@ def test_bad_name_and_non_repository_are_clear_errors(model_repo, tmp_path):
 
 
 def test_python_version_is_written_and_a_mismatch_refused_by_the_loader(model_repo):
-    from modelrepo.runtime.loader import DeploymentError, load_deployment
+    from modelrepo.format import DeploymentError, load_deployment
 
     modelrepo.deploy(Add_Offset, repo=str(model_repo), python_version="3.99")
     folder = model_repo / "deployments" / "Add_Offset"

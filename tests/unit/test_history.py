@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from modelrepo.history import deployment_versions, resolve_version, versions_of
+from modelrepo.format import resolve_version
+from modelrepo.repository import deployment_versions, versions_of
 
 
 def git(repo: Path, *args: str) -> str:

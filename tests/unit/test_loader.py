@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrepo.runtime.loader import (
+from modelrepo.format import (
     DeploymentError,
     load_deployment,
     read_metadata,
@@ -97,7 +97,7 @@ def test_valid_folder_has_no_problems(tmp_path):
         (lambda f: (f / "source.py").write_text("def Double(x, y):\n    return x\n"), "source.py", "takes (x, y) but metadata.yaml"),
         (lambda f: (f / "data" / "factor.pkl").unlink(), "data/factor.pkl", "missing (source.py line"),
         (lambda f: (f / "requirements.txt").write_text("numpy==\n"), "requirements.txt", "line 1"),
-        (lambda f: (f / "requirements.txt").write_text("--index-url http://x\n"), "requirements.txt", "pip options"),
+        (lambda f: (f / "requirements.txt").write_text("-r other.txt\n"), "requirements.txt", "pip option -r is not allowed"),
     ],
     ids=["no-metadata", "bad-yaml", "schema", "python-version", "no-main", "no-source",
          "syntax", "main-missing", "args-mismatch", "data-missing", "bad-requirement", "pip-option"],

@@ -97,7 +97,7 @@ def test_deploy_from_a_notebook_cell(tmp_path, kernel, git_identity):
 
     code = (
         "import json, sys\n"
-        "from modelrepo.runtime.loader import load_deployment\n"
+        "from modelrepo.format import load_deployment\n"
         "f = load_deployment(sys.argv[1]).function\n"
         "print(json.dumps([f(0.0), f(3.0)]))\n"
     )

@@ -6,9 +6,9 @@ import pytest
 from fixtures.git_servers import HTTP_PASSWORD, HTTP_TOKEN, WorkRepo
 
 from modelrepo.cli import main as cli_main
-from modelrepo.history import deployment_versions
+from modelrepo.git import Credentials, GitError, redact_urls
 from modelrepo.operator import gitsource
-from modelrepo.operator.gitsource import Credentials, GitError
+from modelrepo.repository import deployment_versions, folder_trees
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def test_resolve_fetch_blobless_and_tree_hashes_over_every_transport(git_servers
         ["git", "rev-list", "--objects", "--missing=print", second], cwd=cache, capture_output=True, text=True,
     ).stdout
     assert any(line.startswith("?") for line in missing.splitlines())
-    trees_now = gitsource.folder_trees(cache, second)
-    trees_then = gitsource.folder_trees(cache, first)
+    trees_now = folder_trees(cache, second)
+    trees_then = folder_trees(cache, first)
     assert set(trees_now) == {"A", "B"}
     assert trees_now["A"] == trees_then["A"] and trees_now["B"] != trees_then["B"]
     versions = deployment_versions(cache, second)
@@ -108,7 +108,7 @@ def test_credentials_never_show_in_repr():
     creds = Credentials.from_mapping({"username": b"u", "password": b"hunter2hunter2"})
     assert "hunter2" not in repr(creds)
     assert creds.redact("x hunter2hunter2 y") == "x *** y"
-    assert gitsource.redact_urls("see https://u:pw@host/r.git") == "see https://***@host/r.git"
+    assert redact_urls("see https://u:pw@host/r.git") == "see https://***@host/r.git"
 
 
 def test_fetch_command_checks_the_folder(git_servers, repo, tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 import re
 
-from modelrepo.operator.naming import child_name, is_valid_deployment_name, label_value
+from modelrepo.format import is_valid_name
+from modelrepo.operator.naming import child_name, label_value
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -24,9 +25,9 @@ def test_names_starting_with_a_digit_become_valid_labels():
 
 
 def test_deployment_names_must_be_python_identifiers():
-    assert is_valid_deployment_name("Linear_Model")
-    assert not is_valid_deployment_name("linear-model")
-    assert not is_valid_deployment_name("9lives")
+    assert is_valid_name("Linear_Model")
+    assert not is_valid_name("linear-model")
+    assert not is_valid_name("9lives")
 
 
 def test_label_values_fit():

@@ -97,8 +97,8 @@ def test_dispatcher_batches_concurrent_requests_and_isolates_failures():
 def test_fast_function_is_called_inline_until_a_slow_call(tmp_path, monkeypatch):
     """The switch follows measured call times; the threshold is moved, not the clock, so the
     test never depends on how busy the machine is."""
+    from modelrepo.format import LoadedDeployment, Metadata
     from modelrepo.runtime import served as served_module
-    from modelrepo.runtime.loader import LoadedDeployment, Metadata
     from modelrepo.runtime.protocol import Call
     from modelrepo.runtime.served import Served
 
@@ -120,8 +120,8 @@ def test_fast_function_is_called_inline_until_a_slow_call(tmp_path, monkeypatch)
 
 def test_a_multi_model_process_never_calls_inline(tmp_path, monkeypatch):
     """In `modelrepo serve` one model's slow call must never hold up the other models."""
+    from modelrepo.format import LoadedDeployment, Metadata
     from modelrepo.runtime import served as served_module
-    from modelrepo.runtime.loader import LoadedDeployment, Metadata
     from modelrepo.runtime.protocol import Call
     from modelrepo.runtime.served import Served
 
