@@ -60,6 +60,8 @@ class Metadata:
     resources: dict[str, Any] | None = None
     env: dict[str, str] = field(default_factory=dict)
     timeout_seconds: float | None = None
+    dataframe_columns: list[str] | None = None
+    return_type: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -133,10 +135,20 @@ def read_metadata(folder: str | Path) -> Metadata:
     main = info.get("mainFunction")
     if not isinstance(main, str) or not main.isidentifier():
         raise DeploymentError(where, f"runtimeInfo.mainFunction must be a Python name, not {main!r}")
-    raw_args = info.get("mainFunctionArgs", [])
+    raw_args = info.get("mainFunctionArgs")
+    raw_args = [] if raw_args is None else raw_args  # Modelbit omits it for a function without arguments
     if not isinstance(raw_args, list):
         raise DeploymentError(where, "runtimeInfo.mainFunctionArgs must be a list like ['x:int']")
+    return_type = None
+    if raw_args and isinstance(raw_args[-1], str) and raw_args[-1].partition(":")[0].strip() == "return":
+        return_type = raw_args[-1].partition(":")[2].strip() or None  # Modelbit's last entry "return:<type>"
+        raw_args = raw_args[:-1]
     args = [_parse_arg(a, where) for a in raw_args]
+    dataframe_columns = info.get("dataframeModeColumns")
+    if dataframe_columns is not None and (
+        not isinstance(dataframe_columns, list) or not all(isinstance(c, str) for c in dataframe_columns)
+    ):
+        raise DeploymentError(where, "runtimeInfo.dataframeModeColumns must be a list of column names")
     python_version = str(info.get("pythonVersion", ""))
     if not _PYTHON_VERSION.match(python_version):
         raise DeploymentError(
@@ -173,6 +185,8 @@ def read_metadata(folder: str | Path) -> Metadata:
         resources=resources,
         env=_env(deployment.get("env"), where),
         timeout_seconds=timeout,
+        dataframe_columns=None if dataframe_columns is None else list(dataframe_columns),
+        return_type=return_type,
         raw=raw,
     )
 

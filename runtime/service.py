@@ -11,7 +11,7 @@ carries X-Modelrepo-Commit and X-Modelrepo-Version.
 
 What to serve comes from the environment variable MODELREPO_RUNTIME_SPEC (JSON), set by
 `modelrepo runtime` / `modelrepo serve` before BentoML starts its worker process:
-  {"mode": "folder", "folder", "name", "version", "commit", "max_body_bytes", "timeout"}
+  {"mode": "folder", "folder", "name", "version", "commit", "branch", "max_body_bytes", "timeout"}
   {"mode": "repo", "source", "branch", "interval", "cache_dir", "fetch", "max_body_bytes", "timeout"}
 """
 
@@ -132,7 +132,10 @@ def build_catalog(spec: dict[str, Any]) -> Any:
     if mode == "folder":
         from modelrepo.runtime.single import FolderCatalog
 
-        return FolderCatalog(spec["folder"], spec["name"], spec.get("version"), spec.get("commit") or "", timeout)
+        return FolderCatalog(
+            spec["folder"], spec["name"], spec.get("version"), spec.get("commit") or "", timeout,
+            branch=spec.get("branch") or None,
+        )
     if mode == "repo":
         from modelrepo.runtime.local import RepoCatalog
 
