@@ -96,6 +96,7 @@ class FastPathService(bentoml.Service):
 
         spec = super().openapi_spec
         spec.paths["/v1/{name}/{version}"] = bentoml_cattr.structure(_OPENAPI_MODEL_PATH, PathItem)
+        spec.paths["/v1/{name}/{branch}/{version}"] = bentoml_cattr.structure(_OPENAPI_BRANCH_PATH, PathItem)
         return spec
 
 
@@ -153,7 +154,8 @@ _OPENAPI_MODEL_PATH = {
         "description": (
             "Single call: {\"data\": X} (several arguments: X is the list of arguments). "
             "Batch: {\"data\": [[id, X...], ...]} answered as {\"data\": [[id, Y], ...]} in request "
-            "order; explicit form ?batch=true / ?batch=false. Every answer carries "
+            "order (Modelbit's rule: rows of [id, *arguments]); explicit form ?batch=true / ?batch=false. "
+            "Also timeout_seconds (seconds) beside data. Every answer carries "
             "X-Modelrepo-Commit and X-Modelrepo-Version."
         ),
         "operationId": "call_model",
@@ -175,5 +177,19 @@ _OPENAPI_MODEL_PATH = {
             "503": {"description": "not ready"},
             "504": {"description": "timed out"},
         },
+    }
+}
+
+_OPENAPI_BRANCH_PATH = {
+    "post": {
+        **_OPENAPI_MODEL_PATH["post"],
+        "summary": "Call a deployment's function on a branch (Modelbit's client URL)",
+        "operationId": "call_model_on_branch",
+        "parameters": [
+            _OPENAPI_MODEL_PATH["post"]["parameters"][0],
+            {"name": "branch", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "the branch served, with ~ for / (feature~x is feature/x)"},
+            *_OPENAPI_MODEL_PATH["post"]["parameters"][1:],
+        ],
     }
 }

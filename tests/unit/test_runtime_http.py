@@ -213,7 +213,7 @@ def test_livez_readyz_metrics_and_openapi(linear):
     assert metrics.status_code == 200
     assert 'modelrepo_requests_total{deployment="Linear_Model",status="200",version="2"}' in metrics.text
     spec = linear.client.get("/docs.json").json()
-    assert "/v1/{name}/{version}" in spec["paths"]
+    assert "/v1/{name}/{version}" in spec["paths"] and "/v1/{name}/{branch}/{version}" in spec["paths"]
     assert linear.client.get("/").status_code == 200
 
 
