@@ -37,9 +37,12 @@ from urllib.parse import parse_qs
 
 from modelrepo.runtime import jsonify
 
-_ROUTE = re.compile(r"^/v1/([A-Za-z_][A-Za-z0-9_]*)/(?:([^/\s]+)/)?([A-Za-z0-9_.-]+)/?$")
+_ROUTE = re.compile(r"^/v1/([A-Za-z_][A-Za-z0-9_]*)/([A-Za-z0-9_.-]+)/?$")
+_BRANCH_ROUTE = re.compile(r"^/v1/([A-Za-z_][A-Za-z0-9_]*)/([^/\s]+)/([A-Za-z0-9_.-]+)/?$")
 _ID_TYPES = frozenset({int, float, str})  # bool is not among them: type(True) is bool
 _first = itemgetter(0)
+_second = itemgetter(1)
+_rest = itemgetter(slice(1, None))
 # Request keys of Modelbit's API that ask for something this server does not do.
 _REFUSED_KEYS = {
     "response_format": "answers are always JSON in the response; asynchronous result links are not supported",
@@ -51,7 +54,7 @@ class BadRequest(Exception):
     """The request is malformed (400); the message says what and where."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs more per request
 class Call:
     """A parsed request: `calls[i]` are the positional arguments of the i-th function call.
 
@@ -72,11 +75,14 @@ class Call:
 
 def parse_route(path: str) -> tuple[str, str | None, str] | None:
     """`/v1/<Name>[/<branch>]/<ref>` -> (Name, branch or None, ref), or None if not a model route."""
-    match = _ROUTE.match(path)
+    match = _ROUTE.match(path)  # the common route first: one match per request
+    if match is not None:
+        return match.group(1), None, match.group(2)
+    match = _BRANCH_ROUTE.match(path)
     if match is None:
         return None
     name, branch, ref = match.groups()
-    return name, (branch.replace("~", "/") if branch is not None else None), ref
+    return name, branch.replace("~", "/"), ref
 
 
 def batch_flag(query_string: bytes | str) -> bool | None:
@@ -118,7 +124,10 @@ def parse_request(
         raise BadRequest('request body has no "data" field')
     data = document["data"]
     if batch is None:
-        batch = is_implicit_batch(data, arity)
+        ids = implicit_batch_ids(data, arity)
+        if ids is None:
+            return Call([single_args(data, arg_names)], timeout=timeout)
+        return Call(_rows_calls(data, arity), ids, timeout=timeout)
     if batch:
         return _batch(data, arg_names, timeout)
     return Call([single_args(data, arg_names)], timeout=timeout)
@@ -137,15 +146,26 @@ def _options(document: dict[str, Any]) -> float | None:
     return float(timeout)
 
 
+def implicit_batch_ids(data: Any, arity: int) -> list[Any] | None:
+    """Modelbit's rule: the ids when `data` is rows of [id, *args], else None (one call).
+
+    Whole-list C-speed scans only: batches have thousands of rows."""
+    if type(data) is not list or not data or set(map(type, data)) != {list} or set(map(len, data)) != {arity + 1}:
+        return None
+    ids = list(map(_first, data))
+    return ids if set(map(type, ids)) <= _ID_TYPES else None
+
+
 def is_implicit_batch(data: Any, arity: int) -> bool:
-    """Modelbit's rule: rows of [id, *args] (whole-list C-speed scans: batches have 1,000s of rows)."""
-    return (
-        type(data) is list
-        and bool(data)
-        and set(map(type, data)) == {list}
-        and set(map(len, data)) == {arity + 1}
-        and set(map(type, map(_first, data))) <= _ID_TYPES
-    )
+    """Is `data` a batch by the rule (without `?batch`)?"""
+    return implicit_batch_ids(data, arity) is not None
+
+
+def _rows_calls(rows: list[list[Any]], arity: int) -> list[tuple[Any, ...]]:
+    """Argument tuples of checked batch rows [id, *args] (C-speed for one argument)."""
+    if arity == 1:
+        return list(zip(map(_second, rows)))
+    return list(map(tuple, map(_rest, rows)))
 
 
 def single_args(data: Any, arg_names: list[str], where: str = '"data"') -> tuple[Any, ...]:
@@ -190,8 +210,7 @@ def _batch_ids(data: Any, width: int, row_shape: str) -> list[Any]:
 def _batch(data: Any, arg_names: list[str], timeout: float | None) -> Call:
     arity = len(arg_names)
     ids = _batch_ids(data, arity + 1, f"[id, {', '.join(arg_names) or '(no arguments)'}]")
-    calls = [(row[1],) for row in data] if arity == 1 else [tuple(row[1:]) for row in data]
-    return Call(calls, ids, timeout=timeout)
+    return Call(_rows_calls(data, arity), ids, timeout=timeout)
 
 
 def frame_call(data: Any, columns: list[str], batch: bool | None, timeout: float | None = None) -> Call:
