@@ -225,3 +225,26 @@ def test_timeout_seconds_shortens_the_deployments_timeout_but_never_lengthens_it
     quick = served(lambda x: x + 1, timeout=5)
     assert answer(quick, parse(1, timeout_seconds=1000)) == (200, {"data": 2})
     assert quick.timeout == 5.0
+
+
+# -- catalogs and branches -----------------------------------------------------------------------
+
+def test_folder_catalog_serves_its_own_branch_or_any_when_it_does_not_know_it(tmp_path):
+    from modelrepo.runtime.app import NotFound, NotReady
+    from modelrepo.runtime.single import FolderCatalog
+
+    on_main = FolderCatalog(tmp_path, "M", 1, "c" * 40, branch="main")
+    with pytest.raises(NotFound, match="^M is served here from branch main, not feature/x$"):
+        asyncio.run(on_main.resolve("M", "latest", "feature/x"))
+    for catalog, branch in ((on_main, "main"), (on_main, None), (FolderCatalog(tmp_path, "M", 1, "c" * 40), "any")):
+        with pytest.raises(NotReady):  # the branch is fine: what is missing is the loaded version
+            asyncio.run(catalog.resolve("M", "latest", branch))
+
+
+def test_repo_catalog_names_the_branch_it_serves(tmp_path):
+    from modelrepo.runtime.app import NotFound
+    from modelrepo.runtime.local import RepoCatalog
+
+    catalog = RepoCatalog(tmp_path, branch="main", cache_dir=tmp_path / "cache")
+    with pytest.raises(NotFound, match="^M is served here from branch main, not staging$"):
+        asyncio.run(catalog.resolve("M", "latest", "staging"))
