@@ -112,7 +112,7 @@ def parse_request(
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if type(document) is not dict:
         raise BadRequest('request body must be a JSON object like {"data": ...}')
-    timeout = _options(document) if len(document) > 1 else None
+    timeout = _options(document) if len(document) > 1 or "data" not in document else None
     if dataframe_columns is not None:
         if "data" not in document:
             raise BadRequest('request body has no "data" field')

@@ -116,6 +116,9 @@ def test_unsupported_modelbit_keys_are_refused_by_name():
     with pytest.raises(BadRequest, match='"response_webhook" .* not supported'):
         parse(1, response_webhook="http://127.0.0.1:9/hook")
     assert parse(1, response_format=None).calls == [(1,)]
+    with pytest.raises(BadRequest, match='"response_format"'):  # also without "data" (no arguments)
+        parse_request(b'{"response_format": "links"}', [], None)
+    assert parse_request(b'{"timeout_seconds": 3}', [], None).timeout == 3.0
 
 
 def test_timeout_seconds_is_read_and_checked():
