@@ -1,9 +1,9 @@
 """modelrepo: deploy a Python function from a notebook into a git repository of models.
 
 `modelrepo.deploy(fn)` writes and commits `deployments/<Name>/`; `modelrepo.load_value` is what
-a deployment's source.py uses to get its captured values back. Deploy-time machinery (git,
-cloudpickle, source capture) is imported only when `deploy` is first used, so serving a
-deployment imports little.
+a deployment's source.py uses to get its captured values back; `modelrepo.get_inference` calls
+a served deployment over REST. Deploy-time machinery (git, cloudpickle, source capture) is
+imported only when `deploy` is first used, so serving a deployment imports little.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from modelrepo.format.values import load_value
 
-__all__ = ["deploy", "switch_branch", "load_value", "DeployError"]
+__all__ = ["deploy", "switch_branch", "load_value", "DeployError", "get_inference", "InferenceError"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from modelrepo import deployer
 
         return getattr(deployer, name)
+    if name in ("get_inference", "InferenceError"):
+        from modelrepo import client
+
+        return getattr(client, name)
     raise AttributeError(f"module 'modelrepo' has no attribute {name!r}")

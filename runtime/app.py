@@ -1,4 +1,4 @@
-"""The ASGI app that answers `/v1/<Name>/<version>` and `/readyz` (DESIGN §4).
+"""The ASGI app that answers `/v1/<Name>[/<branch>]/<version>` and `/readyz` (docs/runtime.md).
 
 It is deliberately plain ASGI: a model call goes through one route match, one body read,
 one JSON parse, a worker thread and one JSON dump. BentoML's per-request machinery
@@ -54,8 +54,9 @@ class Catalog(Protocol):
 
     headers: list[tuple[bytes, bytes]]  # for answers not about one version
 
-    async def resolve(self, name: str, ref: str) -> Served:
-        """The served version `ref` of `name`; raise NotFound or NotReady."""
+    async def resolve(self, name: str, ref: str, branch: str | None = None) -> Served:
+        """The served version `ref` of `name` (on `branch`, when the route names one); raise
+        NotFound (unknown name, branch or version) or NotReady."""
         ...
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -79,23 +80,25 @@ class RuntimeApp:
         route = parse_route(path)
         if route is None:
             return await _send(send, 404, error_body(
-                f"no route {path}; models answer at POST /v1/<Name>/<version>"
+                f"no route {path}; models answer at POST /v1/<Name>/<version> or /v1/<Name>/<branch>/<version>"
             ), self.catalog.headers)
         if scope["method"] != "POST":
             return await _send(send, 405, error_body(
                 f"{scope['method']} {path}: use POST with a JSON body"
             ), [*self.catalog.headers, (b"allow", b"POST")])
         started = time.perf_counter()
-        name, ref = route
+        name, branch, ref = route
         headers = self.catalog.headers
         # Metric labels only for what exists: unknown names must not grow the label set.
         known, version = "-", "-"
         try:
-            served = await self.catalog.resolve(name, ref)
+            served = await self.catalog.resolve(name, ref, branch)
             headers = served.headers
             known, version = name, str(served.number)
             body = await self._read_body(scope, receive)
-            call = parse_request(body, served.arg_names, served.arg_types, batch_flag(scope["query_string"]))
+            call = parse_request(
+                body, served.arg_names, batch_flag(scope["query_string"]), served.dataframe_columns
+            )
             status, payload = await served.answer(call)
         except BadRequest as exc:
             status, payload = 400, error_body(str(exc))

@@ -175,7 +175,9 @@ class RepoCatalog:
             raise DeploymentError(where, exc.problem) from None
 
     # -- requests (event loop) ---------------------------------------------------------------
-    async def resolve(self, name: str, ref: str) -> Served:
+    async def resolve(self, name: str, ref: str, branch: str | None = None) -> Served:
+        if branch is not None and branch != self.branch:
+            raise NotFound(f"{name} is served here from branch {self.branch}, not {branch}")
         if not self._synced and name not in self._latest:
             raise NotReady(f"not ready: {self._sync_error or 'reading the repository'}")
         versions = self._versions.get(name)

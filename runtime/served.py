@@ -21,7 +21,7 @@ from typing import Any
 from modelrepo.format import LoadedDeployment
 from modelrepo.runtime import jsonify
 from modelrepo.runtime.batching import BatchDispatcher, Outcome
-from modelrepo.runtime.protocol import Call, describe_exception, error_body
+from modelrepo.runtime.protocol import Call, describe_exception, error_body, frame_results
 
 log = logging.getLogger("modelrepo.runtime")
 
@@ -65,6 +65,7 @@ class Served:
         self.function = self.loaded.function
         self.arg_names = [n for n, _ in meta.args]
         self.arg_types = [t for _, t in meta.args]
+        self.dataframe_columns = meta.dataframe_columns
         self.timeout = float(meta.timeout_seconds or self.default_timeout)
         self.is_async = inspect.iscoroutinefunction(self.function)
         self.headers = answer_headers(self.commit, self.number)
@@ -80,32 +81,53 @@ class Served:
         )
 
     async def answer(self, call: Call) -> tuple[int, bytes]:
-        """Run the request; (status, JSON body) per DESIGN §4."""
+        """Run the request; (status, JSON body) per docs/runtime.md."""
+        timeout = self.timeout if call.timeout is None else min(call.timeout, self.timeout)
         try:
+            if call.frame:
+                return await asyncio.wait_for(self._answer_frame(call), timeout)
             if call.ids is None:
                 if self.inline:  # proven fast: no thread handoff
                     started = time.perf_counter()
                     ok, value = self._call_one(call.calls[0])
-                    if time.perf_counter() - started > self.timeout:
+                    if time.perf_counter() - started > timeout:
                         raise asyncio.TimeoutError
                 elif self.dispatcher is None and not self.is_async:  # the hot path: no extra task
                     future = asyncio.get_running_loop().run_in_executor(
                         self.executor, self._call_one, call.calls[0]
                     )
-                    ok, value = await asyncio.wait_for(future, self.timeout)
+                    ok, value = await asyncio.wait_for(future, timeout)
                 else:
-                    ok, value = (await asyncio.wait_for(self._outcomes(call.calls), self.timeout))[0]
+                    ok, value = (await asyncio.wait_for(self._outcomes(call.calls), timeout))[0]
                 if not ok:
                     return 500, error_body(value)
                 return 200, _dump({"data": value}, self.label)
-            outcomes = await asyncio.wait_for(self._outcomes(call.calls), self.timeout)
+            outcomes = await asyncio.wait_for(self._outcomes(call.calls), timeout)
             return 200, _batch_body(call.ids, outcomes, self.label)
         except asyncio.TimeoutError:
-            log.warning("%s: a request did not finish within %gs", self.label, self.timeout)
+            log.warning("%s: a request did not finish within %gs", self.label, timeout)
             self._abandon_stuck_thread()
-            return 504, error_body(
-                f"{self.name} did not answer within {self.timeout:g}s (deployment.timeoutSeconds)"
-            )
+            source = "the request's timeout_seconds" if timeout < self.timeout else "deployment.timeoutSeconds"
+            return 504, error_body(f"{self.name} did not answer within {timeout:g}s ({source})")
+
+    async def _answer_frame(self, call: Call) -> tuple[int, bytes]:
+        """DataFrame mode: one call with the whole frame, one answer per row (or the one value)."""
+        if self.is_async:
+            ok, value = await self._call_async(call.calls[0])
+        else:
+            loop = asyncio.get_running_loop()
+            ok, value = await loop.run_in_executor(self.executor, self._call_one, call.calls[0])
+        if not ok:
+            return 500, error_body(value)
+        rows = len(call.ids) if call.ids is not None else 1
+        try:
+            values = frame_results(value, rows)
+        except ValueError as exc:
+            log.error("%s: %s", self.label, exc)
+            return 500, error_body(f"ValueError: {exc}")
+        if call.ids is None:
+            return 200, _dump({"data": values[0]}, self.label)
+        return 200, _batch_body(call.ids, [(True, v) for v in values], self.label)
 
     def _abandon_stuck_thread(self) -> None:
         """The timed-out call cannot be stopped: leave it its thread, give new calls a fresh one."""

@@ -11,7 +11,7 @@ carries X-Modelrepo-Commit and X-Modelrepo-Version.
 
 What to serve comes from the environment variable MODELREPO_RUNTIME_SPEC (JSON), set by
 `modelrepo runtime` / `modelrepo serve` before BentoML starts its worker process:
-  {"mode": "folder", "folder", "name", "version", "commit", "max_body_bytes", "timeout"}
+  {"mode": "folder", "folder", "name", "version", "commit", "branch", "max_body_bytes", "timeout"}
   {"mode": "repo", "source", "branch", "interval", "cache_dir", "fetch", "max_body_bytes", "timeout"}
 """
 
@@ -96,6 +96,7 @@ class FastPathService(bentoml.Service):
 
         spec = super().openapi_spec
         spec.paths["/v1/{name}/{version}"] = bentoml_cattr.structure(_OPENAPI_MODEL_PATH, PathItem)
+        spec.paths["/v1/{name}/{branch}/{version}"] = bentoml_cattr.structure(_OPENAPI_BRANCH_PATH, PathItem)
         return spec
 
 
@@ -132,7 +133,10 @@ def build_catalog(spec: dict[str, Any]) -> Any:
     if mode == "folder":
         from modelrepo.runtime.single import FolderCatalog
 
-        return FolderCatalog(spec["folder"], spec["name"], spec.get("version"), spec.get("commit") or "", timeout)
+        return FolderCatalog(
+            spec["folder"], spec["name"], spec.get("version"), spec.get("commit") or "", timeout,
+            branch=spec.get("branch") or None,
+        )
     if mode == "repo":
         from modelrepo.runtime.local import RepoCatalog
 
@@ -150,7 +154,8 @@ _OPENAPI_MODEL_PATH = {
         "description": (
             "Single call: {\"data\": X} (several arguments: X is the list of arguments). "
             "Batch: {\"data\": [[id, X...], ...]} answered as {\"data\": [[id, Y], ...]} in request "
-            "order; explicit form ?batch=true / ?batch=false. Every answer carries "
+            "order (Modelbit's rule: rows of [id, *arguments]); explicit form ?batch=true / ?batch=false. "
+            "Also timeout_seconds (seconds) beside data. Every answer carries "
             "X-Modelrepo-Commit and X-Modelrepo-Version."
         ),
         "operationId": "call_model",
@@ -172,5 +177,19 @@ _OPENAPI_MODEL_PATH = {
             "503": {"description": "not ready"},
             "504": {"description": "timed out"},
         },
+    }
+}
+
+_OPENAPI_BRANCH_PATH = {
+    "post": {
+        **_OPENAPI_MODEL_PATH["post"],
+        "summary": "Call a deployment's function on a branch (Modelbit's client URL)",
+        "operationId": "call_model_on_branch",
+        "parameters": [
+            _OPENAPI_MODEL_PATH["post"]["parameters"][0],
+            {"name": "branch", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "the branch served, with ~ for / (feature~x is feature/x)"},
+            *_OPENAPI_MODEL_PATH["post"]["parameters"][1:],
+        ],
     }
 }

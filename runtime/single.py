@@ -43,9 +43,10 @@ class FolderCatalog:
 
     def __init__(
         self, folder: str | Path, name: str, number: int | None, commit: str,
-        default_timeout: float | None = None,
+        default_timeout: float | None = None, branch: str | None = None,
     ) -> None:
         self.folder = Path(folder)
+        self.branch = branch or None  # None: the branch is not known, any branch in a route is accepted
         self.name = name
         self.number = number
         self.commit = commit
@@ -85,9 +86,11 @@ class FolderCatalog:
             return
         print(f"{self.label} ready in {time.monotonic() - started:.1f}s", flush=True)
 
-    async def resolve(self, name: str, ref: str) -> Served:
+    async def resolve(self, name: str, ref: str, branch: str | None = None) -> Served:
         if name != self.name:
             raise NotFound(f"no deployment {name} here (this runtime serves {self.name})")
+        if branch is not None and self.branch is not None and branch != self.branch:
+            raise NotFound(f"{name} is served here from branch {self.branch}, not {branch}")
         if not names_version(ref, self.number, self.commit, is_latest=True):
             raise NotFound(f"{self.name} has no version {ref} here (this runtime serves {self.label})")
         if self._served is None:

@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="deployment name in the routes (default: the folder's name)")
     parser.add_argument("--commit", help="commit SHA for X-Modelrepo-Commit (default: $MODELREPO_COMMIT or git)")
     parser.add_argument("--version", type=int, help="version number (default: $MODELREPO_VERSION or git)")
+    parser.add_argument("--branch", default=os.environ.get("MODELREPO_BRANCH") or None,
+                        help="the branch this folder is served from, for /v1/<Name>/<branch>/<version> "
+                             "(default: $MODELREPO_BRANCH; unset: any branch in a route is accepted)")
     add_server_arguments(parser)
 
 
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         version = git_version if version is None else version
     spec = {
         "mode": "folder", "folder": str(folder), "name": name, "commit": commit, "version": version,
+        "branch": args.branch,
         "max_body_bytes": args.max_body_bytes, "timeout": args.timeout,
     }
     return serve(spec, args.host, args.port)

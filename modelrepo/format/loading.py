@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from modelrepo.format.doctests import NumericOutputChecker
 from modelrepo.format.errors import DeploymentError
 from modelrepo.format.layout import METADATA_FILE, SOURCE_FILE
 from modelrepo.format.metadata import Metadata, read_metadata
@@ -120,7 +121,7 @@ class _Collector(doctest.DocTestRunner):
     """A DocTestRunner that records failures as data instead of printing them."""
 
     def __init__(self) -> None:
-        super().__init__(verbose=False)
+        super().__init__(checker=NumericOutputChecker(), verbose=False)
         self.found: list[DoctestFailure] = []
 
     def report_failure(self, out, test, example, got):  # type: ignore[override]
@@ -132,7 +133,10 @@ class _Collector(doctest.DocTestRunner):
 
 
 def run_doctests(loaded: LoadedDeployment) -> list[DoctestFailure]:
-    """Run the main function's docstring examples in the deployment's module namespace."""
+    """Run the main function's docstring examples in the deployment's module namespace.
+
+    Numbers compare by value (`11.0` matches numpy 2's `np.float64(11.0)`); all else as doctest.
+    """
     finder = doctest.DocTestFinder(recurse=False)
     module = loaded.module
     globs = dict(vars(module)) if module is not None else {}

@@ -1,4 +1,5 @@
-"""Pure functions of the runtime: the batch rule, JSON conversion, the batching dispatcher."""
+"""Pure functions of the runtime: JSON conversion, the batching dispatcher, inlining (the
+request protocol is in test_protocol.py)."""
 
 from __future__ import annotations
 
@@ -13,43 +14,6 @@ import pytest
 
 from modelrepo.runtime import jsonify
 from modelrepo.runtime.batching import BatchDispatcher
-from modelrepo.runtime.protocol import BadRequest, batch_flag, parse_request, parse_route
-
-
-def parse(data, names=("x",), types=("int",), batch=None):
-    return parse_request(json.dumps({"data": data}).encode(), list(names), list(types), batch)
-
-
-def test_batch_rule_reads_list_of_lists_as_batch_only_for_scalar_arguments():
-    assert parse([[1, 4], [2, 5]]).ids == [1, 2]
-    assert parse(4).ids is None
-    # a list argument: the same body is ONE call, never misread as a batch
-    single = parse([[1, 4], [2, 5]], types=("list",))
-    assert single.ids is None and single.calls == [([[1, 4], [2, 5]],)]
-    assert parse([[1, 4]], types=(None,)).ids is None  # undeclared type: single
-    assert parse([[1, [4]]], types=("list",), batch=True).calls == [([4],)]
-    assert parse([[1, 4]], batch=False).calls == [([[1, 4]],)]
-
-
-def test_several_arguments_single_and_batch():
-    assert parse([1, 2], names=("a", "b"), types=("int", "int")).calls == [(1, 2)]
-    assert parse({"b": 2, "a": 1}, names=("a", "b"), types=("int", "int")).calls == [(1, 2)]
-    assert parse([[7, 1, 2]], names=("a", "b"), types=("int", "int")).calls == [(1, 2)]
-    with pytest.raises(BadRequest, match="takes 2 arguments"):
-        parse([1], names=("a", "b"), types=("int", "int"))
-    with pytest.raises(BadRequest, match=r'"data"\[1\]'):
-        parse([[1, 1, 2], [2, 1]], names=("a", "b"), types=("int", "int"))
-    with pytest.raises(BadRequest, match="row id"):
-        parse([[1.5, 1]], batch=True)
-
-
-def test_routes_and_flag():
-    assert parse_route("/v1/Linear_Model/latest") == ("Linear_Model", "latest")
-    assert parse_route("/v1/Linear_Model/abc1234/") == ("Linear_Model", "abc1234")
-    assert parse_route("/v1/1bad/latest") is None
-    assert batch_flag(b"batch=true") is True and batch_flag(b"x=1") is None
-    with pytest.raises(BadRequest):
-        batch_flag(b"batch=perhaps")
 
 
 def test_numpy_pandas_and_friends_become_json():
