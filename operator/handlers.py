@@ -22,7 +22,7 @@ import kopf
 
 from modelrepo.operator import kube, metrics, triggers
 from modelrepo.operator.render import GROUP, LABEL_REPO, MANAGED_BY
-from modelrepo.operator.sync import RepoState, parse_duration, refresh_status, sync
+from modelrepo.operator.sync import RepoState, refresh_status, sync
 
 VERSION = "v1alpha1"
 PLURAL = "modelrepos"
@@ -134,6 +134,7 @@ async def repo_loop(namespace: str, name: str, stopped: kopf.DaemonStopped, **_:
     waker = triggers.register(namespace, name, loop)
     state = RepoState()
     due = 0.0  # sync at once on start/resume
+    reported: str | None = None  # the spec.interval problem last reported
     try:
         while not stopped:
             wants = await waker.wait(max(0.0, due - loop.time()))
@@ -142,13 +143,17 @@ async def repo_loop(namespace: str, name: str, stopped: kopf.DaemonStopped, **_:
                 return
             _bodies[(namespace, name)] = body
             spec = body.get("spec") or {}
-            interval = parse_duration(spec.get("interval"), 60.0)
-            if triggers.SYNC in wants or loop.time() >= due:
-                if spec.get("suspend"):
-                    due = loop.time() + interval
-                    continue
+            interval, problem = triggers.poll_interval(spec.get("interval"))
+            if problem and problem != reported:
+                log.warning("ModelRepo %s/%s: %s", namespace, name, problem)
+                await _in_pool(kube.post_event, body, "Warning", "InvalidInterval", problem)
+            reported = problem
+            step = triggers.next_step(wants, loop.time(), due, bool(spec.get("suspend")))
+            if step == "suspended":
+                due = loop.time() + interval
+            elif step == "sync":
                 due = loop.time() + await _sync_once(body, state, interval)
-            elif triggers.STATUS in wants:
+            elif step == "status":
                 await asyncio.sleep(1)  # let a burst of pod/Deployment events settle
                 if triggers.SYNC in waker.take():
                     due = 0.0

@@ -14,7 +14,7 @@ from typing import Any
 
 from modelrepo.format import deployment_path, name_problem
 from modelrepo.operator.naming import child_name
-from modelrepo.operator.render import ANN_CONFIG, ANN_NAME, ANN_TREE, Folder
+from modelrepo.operator.render import ANN_CONFIG, ANN_TREE, Folder
 
 
 @dataclass
@@ -89,8 +89,3 @@ def make_plan(
     stale = (set(by_child) | set(svc_by_child)) - wanted
     plan.prune = sorted(stale)
     return plan
-
-
-def folder_of(obj: Mapping[str, Any]) -> str | None:
-    """The deployment folder name a child was rendered from."""
-    return _annotations(obj).get(ANN_NAME)

@@ -9,7 +9,6 @@ only the changed folders, prune removed ones, write the status, post Events.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -59,21 +58,7 @@ class SyncResult:
     applied: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     invalid: dict[str, str] = field(default_factory=dict)
-    status_written: bool = False
     error: str | None = None
-
-
-def parse_duration(text: str | None, default: float = 60.0) -> float:
-    """Seconds of a Go-style duration like `90s`, `1m30s`, `500ms`."""
-    if not text:
-        return default
-    total, units = 0.0, {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return default
-    for number, unit in parts:
-        total += float(number) * units[unit]
-    return total
 
 
 def cache_dir(root: Path, repo: RepoRef) -> Path:
@@ -95,11 +80,11 @@ def _source_failed(body: dict[str, Any], repo: RepoRef, state: RepoState, messag
     state.source_error = message
     state.failures += 1
     result.error = message
-    result.status_written = refresh_status(body, state)
+    refresh_status(body, state)
     return result
 
 
-def sync(body: dict[str, Any], state: RepoState, cache_root: Path, *, force: bool = False) -> SyncResult:
+def sync(body: dict[str, Any], state: RepoState, cache_root: Path) -> SyncResult:
     """Bring the children of the ModelRepo `body` in line with its repository."""
     repo = RepoRef.from_body(body)
     spec = body.get("spec") or {}
@@ -118,10 +103,10 @@ def sync(body: dict[str, Any], state: RepoState, cache_root: Path, *, force: boo
         result.commit = sha
         config = repo.config_hash()
         if (
-            not force and sha == state.commit and config == state.config_hash
+            sha == state.commit and config == state.config_hash
             and generation == state.generation and state.source_error is None
         ):
-            result.status_written = refresh_status(body, state)
+            refresh_status(body, state)
             metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
             return result
         return _full_sync(body, repo, spec, state, cache_root, sha, creds, generation, result)
@@ -202,7 +187,7 @@ def _full_sync(
     }
     state.invalid = invalid
     result.invalid = invalid
-    result.status_written = refresh_status(body, state, synced=True)
+    refresh_status(body, state, synced=True)
     metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
     return result
 

@@ -1,8 +1,9 @@
-"""Wake-ups for the per-ModelRepo sync loops: webhooks and watches ask, the loop does the work.
+"""When the per-ModelRepo sync loops act: webhooks and watches ask, the loop does the work.
 
 Thread-safe and non-blocking: `request_sync` may be called from the event loop, a webhook
 handler or any thread; it only sets a flag that the ModelRepo's daemon picks up at once.
-Requests coalesce: ten pushes while a sync runs make one more sync.
+Requests coalesce: ten pushes while a sync runs make one more sync. The loop's decisions
+(`next_step`, `poll_interval`) are plain functions of its inputs, so they are tested alone.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Set
 from dataclasses import dataclass, field
+from typing import Literal
+
+from modelrepo.duration import parse_duration
 
 SYNC = "sync"  # resolve the head, fetch if new, apply
 STATUS = "status"  # only recompute the status from the children (a Deployment or Pod changed)
@@ -21,9 +26,6 @@ class Waker:
     """The inbox of one ModelRepo's loop."""
 
     loop: asyncio.AbstractEventLoop
-    url: str = ""
-    branch: str | None = None
-    secret_name: str | None = None
     event: asyncio.Event = field(default_factory=asyncio.Event)
     kinds: set[str] = field(default_factory=set)
 
@@ -91,7 +93,41 @@ def _request(namespace: str, name: str, what: str) -> bool:
     return True
 
 
-def watched() -> list[tuple[str, str, Waker]]:
-    """Every ModelRepo with a running loop, with the url/branch/secret it last synced."""
-    with _lock:
-        return [(ns, n, w) for (ns, n), w in _wakers.items()]
+# ---------------------------------------------------------------- the loop's decisions
+
+DEFAULT_INTERVAL = 60.0  # the CRD's default for spec.interval
+MIN_INTERVAL, MAX_INTERVAL = 5.0, 24 * 3600.0  # the CRD's bounds (crds/modelrepo.yaml)
+
+Step = Literal["sync", "suspended", "status", "wait"]
+
+
+def next_step(wants: Set[str], now: float, due: float, suspended: bool) -> Step:
+    """What the loop does once woken: `wants` are the requests taken, `due` the next poll time.
+
+    A sync request or a due poll syncs, unless the ModelRepo is suspended ("suspended": no git
+    work, just wait another interval); a child's change alone only refreshes the status.
+    """
+    if SYNC in wants or now >= due:
+        return "suspended" if suspended else "sync"
+    if STATUS in wants:
+        return "status"
+    return "wait"
+
+
+def poll_interval(value: object) -> tuple[float, str | None]:
+    """Seconds between polls for `spec.interval`, and a problem to report (None when fine).
+
+    The CRD rejects bad values, but a ModelRepo stored under an older CRD may still hold one:
+    the loop must go on (at the default) and say so, never silently poll at some other rate.
+    """
+    if value is None or value == "":
+        return DEFAULT_INTERVAL, None
+    try:
+        seconds = parse_duration(str(value))
+    except ValueError as exc:
+        return DEFAULT_INTERVAL, f"spec.interval: {exc}; polling every {DEFAULT_INTERVAL:g}s instead"
+    if not MIN_INTERVAL <= seconds <= MAX_INTERVAL:
+        return DEFAULT_INTERVAL, (
+            f"spec.interval: {value!r} is outside 5s..24h; polling every {DEFAULT_INTERVAL:g}s instead"
+        )
+    return seconds, None

@@ -1,13 +1,15 @@
-"""Git push webhooks: turn a signed push notification into an immediate sync (DESIGN §7).
+"""Git push webhooks: turn a signed push notification into an immediate sync.
 
 Why a receiver at all: polling makes a push wait up to `spec.interval`; a webhook makes the
-sync start at once. The receiver does no Kubernetes or git work itself. The operator injects
-two callables into `make_app`:
+sync start at once. The receiver only decides (is the push authentic, which ModelRepos does
+it concern) and asks their loops to sync: it does no Kubernetes or git work itself, and it
+queues nothing of its own. The operator injects two callables into `make_app`:
 
 - `list_targets()` -> iterable of `RepoTarget` (every ModelRepo with its url, branch and
   `webhookSecret`), sync or async;
-- `trigger_sync(namespace, name)` -> starts (or runs) one sync of that ModelRepo, sync or
-  async.
+- `request_sync(namespace, name)` -> bool: wakes that ModelRepo's loop
+  (`triggers.request_sync`, where requests coalesce: one flag per loop); False when no loop
+  runs for it. It must not block.
 
 Routes (all answers are JSON):
 
@@ -18,12 +20,20 @@ Routes (all answers are JSON):
 | `POST /hooks/generic` | `X-Modelrepo-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`; body `{"url": ..., "branch": ...}` |
 | `GET /healthz` | none; `200 ok` while the receiver runs |
 
-Answers: body over 1 MiB `413`; unsigned `401`; signed but no matching ModelRepo `202` with
-nothing done; a matching ModelRepo whose secret does not verify `401`; a verified match `202`
-and a sync starts now; a verified GitHub ping `200`; anything else (bad JSON) `400`.
+Answers: no signature header `401` (checked before the body is read); body over 1 MiB
+`413`; not JSON, or nested too deeply, `400`. Then the push is verified against the
+`webhookSecret` of every ModelRepo of the pushed repository, whatever branch it follows:
 
-Bursts coalesce per ModelRepo: while a sync runs, further pushes set one pending sync, and
-syncs start at most once per `window` seconds; ten pushes in a second make at most two syncs.
+- nothing verifies: `401`, with the same body whether no ModelRepo follows the repository
+  or one does with another secret. Why: an unknown repository cannot be told apart from a
+  wrong secret without revealing which repositories are watched. When no ModelRepo follows
+  the repository, the push is still checked against one other ModelRepo's secret (result
+  ignored), so that both cases do the same work (a Secret read and an HMAC).
+- verified: `202 {"status": "accepted", "syncs": {"ns/name": "queued"}}` for the ModelRepos
+  following the pushed branch (`"not running"` when that ModelRepo has no loop, e.g. the
+  operator is starting; `"suspended"` when `spec.suspend` is set), or `202 {"status":
+  "ignored"}` when none follows that branch; a GitHub ping `200`. Only a sender who holds a
+  ModelRepo's secret learns anything about it.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 
+from modelrepo.git import redact_urls
+
 log = logging.getLogger("modelrepo.webhooks")
 
 MAX_BODY = 1024 * 1024
@@ -61,8 +73,8 @@ class RepoTarget:
     """One ModelRepo as the receiver sees it. `branch` None = pinned revision (never pushed).
 
     `secret` is the `webhookSecret` value, or a callable returning it: a callable is only
-    called (in a thread) for ModelRepos that match the push, so an unknown repository costs
-    no Secret read.
+    called (in a thread) for ModelRepos of the pushed repository (and one decoy), so a push
+    costs one or a few Secret reads, never one per ModelRepo.
     """
 
     namespace: str
@@ -70,10 +82,11 @@ class RepoTarget:
     url: str
     branch: str | None
     secret: bytes | SecretSource | None
+    suspended: bool = False
 
 
 ListTargets = Callable[[], "Iterable[RepoTarget] | Awaitable[Iterable[RepoTarget]]"]
-TriggerSync = Callable[[str, str], "Awaitable[Any] | Any"]
+RequestSync = Callable[[str, str], bool]
 
 
 # ---------------------------------------------------------------- URL normalisation
@@ -114,14 +127,30 @@ def normalize_url(url: str) -> str:
     return f"{netloc}/{path}".lower()
 
 
+def _keys(urls: Iterable[str]) -> set[str]:
+    """Normalised keys of the URLs a payload names; one that cannot be parsed names nothing."""
+    keys = set()
+    for url in urls:
+        try:
+            keys.add(normalize_url(url))
+        except ValueError:  # e.g. "https://[oops": a payload's garbage, not our bug
+            continue
+    return keys
+
+
+def same_repository(targets: Iterable[RepoTarget], urls: Iterable[str]) -> list[RepoTarget]:
+    """The ModelRepos of the repository known by any of `urls`, whatever branch they follow."""
+    keys = _keys(u for u in urls if u)
+    return [t for t in targets if keys and _keys([t.url]) & keys]
+
+
 def match_targets(
     targets: Iterable[RepoTarget], urls: Iterable[str], branch: str | None
 ) -> list[RepoTarget]:
     """The ModelRepos following `branch` of a repository known by any of `urls`."""
-    keys = {normalize_url(u) for u in urls if u}
-    if branch is None or not keys:
+    if branch is None:
         return []
-    return [t for t in targets if t.branch == branch and normalize_url(t.url) in keys]
+    return [t for t in same_repository(targets, urls) if t.branch == branch]
 
 
 # ---------------------------------------------------------------- signatures
@@ -184,7 +213,9 @@ def parse_json_body(body: bytes, content_type: str = "application/json") -> Mapp
             data = json.loads(form["payload"][0])
         else:
             data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise BadPayload("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # bad UTF-8, bad JSON, an integer with too many digits
         raise BadPayload(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadPayload("body must be a JSON object")
@@ -220,67 +251,8 @@ def generic_push(data: Mapping[str, Any]) -> PushEvent:
     return PushEvent((url,), branch)
 
 
-# ---------------------------------------------------------------- coalescing
-
-
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
-
-
-class SyncCoalescer:
-    """At most one running and one pending sync per ModelRepo, started at most once a window.
-
-    Why: a burst of pushes (a rebase pushed branch by branch, a script) must not queue a sync
-    per push; the last sync only has to start after the last push arrived.
-    """
-
-    def __init__(self, trigger: TriggerSync, window: float = 1.0) -> None:
-        self._trigger = trigger
-        self._window = window
-        self._pending: dict[tuple[str, str], bool] = {}
-        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-
-    def request(self, namespace: str, name: str) -> str:
-        """Ask for a sync; returns "started", "queued" or "coalesced" (already queued)."""
-        key = (namespace, name)
-        if key not in self._tasks:
-            self._pending[key] = False
-            self._tasks[key] = asyncio.get_running_loop().create_task(self._run(key))
-            return "started"
-        if self._pending[key]:
-            return "coalesced"
-        self._pending[key] = True
-        return "queued"
-
-    async def _run(self, key: tuple[str, str]) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                started = loop.time()
-                try:
-                    await _maybe_await(self._trigger(*key))
-                except Exception:  # a failed trigger must not wedge later pushes
-                    log.exception("webhook: triggering a sync of %s/%s failed", *key)
-                rest = self._window - (loop.time() - started)
-                if rest > 0:
-                    await asyncio.sleep(rest)
-                if not self._pending[key]:
-                    return
-                self._pending[key] = False
-        finally:
-            del self._tasks[key]
-            del self._pending[key]
-
-    def busy(self) -> bool:
-        """True while any sync is running or pending (tests wait on this, not on time)."""
-        return bool(self._tasks)
-
-    async def close(self) -> None:
-        """Cancel what is running or pending (on operator shutdown)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # ---------------------------------------------------------------- HTTP
@@ -319,21 +291,27 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
     return None if size > limit else b"".join(chunks)
 
 
-async def _secret_of(target: RepoTarget) -> bytes | None:
+async def _secret_of(target: RepoTarget, *, quiet: bool = False) -> bytes | None:
     """The target's secret; a callable source runs in a thread (it may call the API)."""
     if not callable(target.secret):
         return target.secret
     try:
         value = await asyncio.to_thread(target.secret)
     except Exception as exc:  # a missing Secret: the push cannot be verified, so refused
-        log.warning(
-            "webhook: cannot read the webhookSecret of %s/%s: %s",
-            target.namespace,
-            target.name,
-            exc,
-        )
+        if not quiet:
+            log.warning(
+                "webhook: cannot read the webhookSecret of %s/%s: %s",
+                target.namespace,
+                target.name,
+                exc,
+            )
         return None
     return value or None
+
+
+NOT_VERIFIED = (
+    "signature does not verify with the webhookSecret of any ModelRepo following this repository"
+)
 
 
 class _Unavailable(Exception):
@@ -341,9 +319,9 @@ class _Unavailable(Exception):
 
 
 class _Receiver:
-    def __init__(self, list_targets: ListTargets, coalescer: SyncCoalescer, max_body: int) -> None:
+    def __init__(self, list_targets: ListTargets, request_sync: RequestSync, max_body: int) -> None:
         self.list_targets = list_targets
-        self.coalescer = coalescer
+        self.request_sync = request_sync
         self.max_body = max_body
 
     async def _targets(self) -> list[RepoTarget]:
@@ -352,6 +330,23 @@ class _Receiver:
         except Exception as exc:
             log.warning("webhook: listing ModelRepos failed: %s", exc)
             raise _Unavailable from None
+
+    async def _verified(
+        self, targets: list[RepoTarget], urls: tuple[str, ...], verify: Callable[[bytes | None], bool]
+    ) -> tuple[list[RepoTarget], list[RepoTarget]]:
+        """(ModelRepos of the pushed repository, those whose secret verifies the push).
+
+        With none of the repository, one other ModelRepo's secret is read and checked all the
+        same (result ignored): an unknown repository and a wrong secret cost the same work.
+        """
+        candidates = same_repository(targets, urls)
+        if not candidates:
+            decoy = next((t for t in targets if t.secret is not None), None)
+            if decoy is not None:
+                verify(await _secret_of(decoy, quiet=True))
+            return [], []
+        secrets = [await _secret_of(t) for t in candidates]
+        return candidates, [t for t, s in zip(candidates, secrets, strict=True) if verify(s)]
 
     async def _dispatch(
         self,
@@ -366,43 +361,40 @@ class _Receiver:
             targets = await self._targets()
         except _Unavailable:
             return _answer(503, error="cannot list ModelRepos right now; retry later")
-        if ping:  # a ping carries no branch: match on the repository alone
-            keys = {normalize_url(u) for u in push.urls if u}
-            matched = [t for t in targets if normalize_url(t.url) in keys]
-        else:
-            matched = match_targets(targets, push.urls, push.branch)
-        if not matched:
-            log.info(
-                "webhook %s %s: no ModelRepo follows %s branch %s; nothing done",
-                provider,
-                delivery,
-                push.urls[:1],
-                push.branch,
-            )
-            if ping:
-                return _answer(200, status="pong", matched=[])
-            return _answer(
-                202, status="ignored", reason="no ModelRepo follows this repository and branch"
-            )
-        secrets = [await _secret_of(t) for t in matched]
-        verified = [t for t, secret in zip(matched, secrets, strict=True) if verify(secret)]
+        candidates, verified = await self._verified(targets, push.urls, verify)
         if not verified:
             log.warning(
-                "webhook %s %s: signature does not verify for %s",
+                "webhook %s %s: refused (401): %s",
                 provider,
                 delivery,
-                ", ".join(f"{t.namespace}/{t.name}" for t in matched),
+                "signature does not verify for "
+                + ", ".join(f"{t.namespace}/{t.name}" for t in candidates)
+                if candidates
+                else f"no ModelRepo follows {redact_urls(str(push.urls[:1]))}",
             )
-            return _answer(401, error="signature does not match the ModelRepo's webhookSecret")
+            return _answer(401, error=NOT_VERIFIED)
         names = [f"{t.namespace}/{t.name}" for t in verified]
         if ping:
             log.info("webhook %s %s: ping verified for %s", provider, delivery, ", ".join(names))
             return _answer(200, status="pong", matched=names)
-        outcome = {
-            f"{t.namespace}/{t.name}": self.coalescer.request(t.namespace, t.name) for t in verified
-        }
-        log.info("webhook %s %s: branch %s -> %s", provider, delivery, push.branch, outcome)
-        return _answer(202, status="accepted", syncs=outcome)
+        following = [t for t in verified if push.branch is not None and t.branch == push.branch]
+        if not following:
+            reason = (
+                f"no ModelRepo whose webhookSecret verifies this push follows branch {push.branch!r}"
+                if push.branch is not None
+                else "not a push to a branch"
+            )
+            log.info("webhook %s %s: %s; nothing done", provider, delivery, reason)
+            return _answer(202, status="ignored", reason=reason)
+        syncs = {f"{t.namespace}/{t.name}": self._request(t) for t in following}
+        log.info("webhook %s %s: branch %s -> %s", provider, delivery, push.branch, syncs)
+        return _answer(202, status="accepted", syncs=syncs)
+
+    def _request(self, target: RepoTarget) -> str:
+        """Wake the ModelRepo's loop; the answer says what really happened."""
+        if target.suspended:
+            return "suspended"
+        return "queued" if self.request_sync(target.namespace, target.name) else "not running"
 
     async def _body(self, request: web.Request) -> bytes | web.Response:
         body = await _read_limited(request, self.max_body)
@@ -412,13 +404,13 @@ class _Receiver:
 
     async def github(self, request: web.Request) -> web.Response:
         signature = request.headers.get("X-Hub-Signature-256")
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
         if not signature:
             return _answer(
                 401, error="missing X-Hub-Signature-256 header (set a secret on the webhook)"
             )
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
         event = request.headers.get("X-GitHub-Event", "")
         if event not in ("push", "ping"):
             return _answer(
@@ -438,13 +430,13 @@ class _Receiver:
 
     async def gitlab(self, request: web.Request) -> web.Response:
         token = request.headers.get("X-Gitlab-Token")
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
         if not token:
             return _answer(
                 401, error="missing X-Gitlab-Token header (set a secret token on the webhook)"
             )
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
         event = request.headers.get("X-Gitlab-Event", "")
         if event != "Push Hook":
             return _answer(
@@ -463,14 +455,14 @@ class _Receiver:
 
     async def generic(self, request: web.Request) -> web.Response:
         signature = request.headers.get(GENERIC_SIGNATURE_HEADER)
-        body = await self._body(request)
-        if isinstance(body, web.Response):
-            return body
         if not signature:
             return _answer(
                 401,
                 error=f"missing {GENERIC_SIGNATURE_HEADER} header: sha256=<hex HMAC-SHA256 of the body>",
             )
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
         try:
             push = generic_push(parse_json_body(body))
         except BadPayload as exc:
@@ -483,37 +475,26 @@ class _Receiver:
         return web.Response(text="ok")
 
 
-COALESCER_KEY: web.AppKey[SyncCoalescer] = web.AppKey("coalescer", SyncCoalescer)
-
-
 def make_app(
     list_targets: ListTargets,
-    trigger_sync: TriggerSync,
+    request_sync: RequestSync,
     *,
     max_body: int = MAX_BODY,
-    window: float = 1.0,
 ) -> web.Application:
-    """The webhook aiohttp application; `app[COALESCER_KEY]` is its coalescer."""
-    coalescer = SyncCoalescer(trigger_sync, window=window)
-    receiver = _Receiver(list_targets, coalescer, max_body)
+    """The webhook aiohttp application."""
+    receiver = _Receiver(list_targets, request_sync, max_body)
     # aiohttp's own limit sits above ours so our 413 (with a JSON answer) wins.
     app = web.Application(client_max_size=max_body + 1024, middlewares=[_no_tracebacks])
-    app[COALESCER_KEY] = coalescer
     app.router.add_post("/hooks/github", receiver.github)
     app.router.add_post("/hooks/gitlab", receiver.gitlab)
     app.router.add_post("/hooks/generic", receiver.generic)
     app.router.add_get("/healthz", receiver.healthz)
-
-    async def _close(app: web.Application) -> None:
-        await coalescer.close()
-
-    app.on_cleanup.append(_close)
     return app
 
 
 async def start_server(
     list_targets: ListTargets,
-    trigger_sync: TriggerSync,
+    request_sync: RequestSync,
     host: str = "0.0.0.0",
     port: int = 8080,
     **options: Any,
@@ -522,7 +503,7 @@ async def start_server(
 
     Stop it with `await runner.cleanup()`.
     """
-    runner = web.AppRunner(make_app(list_targets, trigger_sync, **options), access_log=None)
+    runner = web.AppRunner(make_app(list_targets, request_sync, **options), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log.info("webhook receiver listening on %s:%s", host, port)
@@ -548,15 +529,19 @@ def targets_from_modelrepos(
     The Secret is read only when a push matches the ModelRepo (a lazy source), so a push for
     an unknown repository costs no API call. A ModelRepo without a secretRef or without the
     `webhookSecret` key can be matched but never verified: pushes to it are refused (401).
-    Suspended ModelRepos are left out (a push to them is ignored, 202).
+    Suspended ModelRepos are kept (a push to them is verified, answered "suspended", and
+    syncs nothing).
     """
     targets = []
     for body in modelrepos:
         meta, spec = body.get("metadata", {}), body.get("spec", {})
-        if spec.get("suspend"):
-            continue
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
         ref = (spec.get("secretRef") or {}).get("name")
         source = functools.partial(_webhook_secret, read_secret, namespace, ref) if ref else None
-        targets.append(RepoTarget(namespace, name, spec.get("url", ""), spec.get("branch"), source))
+        targets.append(
+            RepoTarget(
+                namespace, name, spec.get("url", ""), spec.get("branch"), source,
+                suspended=bool(spec.get("suspend")),
+            )
+        )
     return targets

@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
 from pathlib import Path
 
 from modelrepo import git
 from modelrepo.commands.runtime import add_server_arguments
+from modelrepo.duration import parse_duration
 from modelrepo.git import redact_urls as redact  # never print credentials
 
 HELP = "serve all deployments of a git branch locally and follow new commits (push/revert)"
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,18 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branch", default="main")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--interval", default="2s", help="how often to look for new commits (e.g. 2s, 500ms, 1m)")
+    parser.add_argument("--interval", default="2s", help="how often to look for new commits: seconds (2, 0.5) or a Go duration (2s, 500ms, 1m30s)")
     parser.add_argument("--cache-dir", help="where clones and extracted versions go (default ~/.cache/modelrepo)")
     add_server_arguments(parser)
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in '2s', '500ms', '1m', '1h' or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 2s, 500ms or 1m")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    return float(match.group(1)) * scale
 
 
 def run(args: argparse.Namespace) -> int:

@@ -251,7 +251,7 @@ def test_signed_push_rolls_out_and_bad_requests_are_refused(
     # The signed push: 202 at once, and the Service answers with version 2.
     status, body, _ = _http("POST", f"{operator.webhook}/hooks/github", push, signed(push))
     assert status == 202, body
-    assert json.loads(body)["syncs"] == {f"{ns}/models": "started"}
+    assert json.loads(body)["syncs"] == {f"{ns}/models": "queued"}
     data, headers = wait_until(
         lambda: (r := answer()) and r[0] == 12 and r, 300, "version 2 of Double served"
     )

@@ -150,8 +150,3 @@ def test_unreachable_repository_prunes_nothing_and_recovers(api, git_servers, tm
     source = next(c for c in api.status["conditions"] if c["type"] == "SourceReady")
     assert source["status"] == "True"
 
-
-def test_parse_duration():
-    assert sync.parse_duration("1m30s") == 90
-    assert sync.parse_duration("500ms") == 0.5
-    assert sync.parse_duration("nonsense", 60) == 60

@@ -1,7 +1,8 @@
 """The webhook receiver over real HTTP on loopback, with injected ModelRepo lister and trigger.
 
-No cluster: the two callables the operator injects are replaced by a list and a recorder;
-what is asserted is what a git host sees (status, JSON answer) and which syncs started.
+No cluster: the ModelRepo lister is a list; the trigger is a recorder, or the real
+`triggers.request_sync` with a registered loop inbox. What is asserted is what a git host
+sees (status, JSON answer) and which syncs were requested.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from aiohttp import web
 
+from modelrepo.operator import triggers
 from modelrepo.operator import webhooks as wh
 
 SECRET = b"It's a Secret to Everybody"
@@ -25,22 +26,21 @@ URL = "https://github.com/acme/models.git"
 class Receiver:
     """The app served by a real aiohttp server on 127.0.0.1 in a thread with its own loop."""
 
-    def __init__(self, targets: list[wh.RepoTarget], window: float = 0.05) -> None:
+    def __init__(self, targets: list[wh.RepoTarget], request_sync=None) -> None:
         self.targets = targets
         self.syncs: list[tuple[str, str]] = []
+        self.running = True  # what the recording trigger answers (is the ModelRepo's loop running)
         self.loop = asyncio.new_event_loop()
-        self.gate: asyncio.Event | None = None
-        self.app = wh.make_app(lambda: self.targets, self._trigger, window=window)
+        self.app = wh.make_app(lambda: self.targets, request_sync or self._request)
         ready = threading.Event()
         self.thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
         self.thread.start()
         assert ready.wait(10), "webhook server did not start"
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
 
-    async def _trigger(self, namespace: str, name: str) -> None:
+    def _request(self, namespace: str, name: str) -> bool:
         self.syncs.append((namespace, name))
-        if self.gate is not None:
-            await self.gate.wait()
+        return self.running
 
     def _serve(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
@@ -53,23 +53,6 @@ class Receiver:
         self.loop.run_forever()
         self.loop.run_until_complete(self.runner.cleanup())
 
-    def hold_syncs(self) -> None:
-        """Make every triggered sync last until release_syncs()."""
-        self.gate = asyncio.run_coroutine_threadsafe(self._new_gate(), self.loop).result()
-
-    async def _new_gate(self) -> asyncio.Event:
-        return asyncio.Event()
-
-    def release_syncs(self) -> None:
-        self.loop.call_soon_threadsafe(self.gate.set)
-
-    def wait_idle(self, deadline: float = 10.0) -> None:
-        """Wait until no sync is running or pending (a condition, with a deadline)."""
-        end = time.monotonic() + deadline
-        while self.app[wh.COALESCER_KEY].busy():
-            assert time.monotonic() < end, "syncs still running after the deadline"
-            time.sleep(0.01)
-
     def close(self) -> None:
         self.client.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -78,7 +61,7 @@ class Receiver:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver([wh.RepoTarget("ml", "models", URL, "main", SECRET)], window=0.05)
+    r = Receiver([wh.RepoTarget("ml", "models", URL, "main", SECRET)])
     yield r
     r.close()
 
@@ -113,8 +96,7 @@ def post_github(
 def test_signed_github_push_is_accepted_and_syncs_the_matching_modelrepo_once(receiver):
     resp = post_github(receiver, github_push())
     assert resp.status_code == 202
-    assert resp.json() == {"status": "accepted", "syncs": {"ml/models": "started"}}
-    receiver.wait_idle()
+    assert resp.json() == {"status": "accepted", "syncs": {"ml/models": "queued"}}
     assert receiver.syncs == [("ml", "models")]
 
 
@@ -126,14 +108,13 @@ def test_github_ping_answers_200_and_syncs_nothing(receiver):
     assert resp.status_code == 200
     assert resp.json() == {"status": "pong", "matched": ["ml/models"]}
     assert post_github(receiver, body, event="ping", secret=b"wrong").status_code == 401
-    receiver.wait_idle()
     assert receiver.syncs == []
 
 
 def test_wrong_signature_is_401_and_nothing_happens(receiver):
     resp = post_github(receiver, github_push(), secret=b"not the secret")
     assert resp.status_code == 401
-    assert "signature does not match" in resp.json()["error"]
+    assert resp.json() == {"error": wh.NOT_VERIFIED}
     body = github_push()
     tampered = post_github(
         receiver,
@@ -141,7 +122,6 @@ def test_wrong_signature_is_401_and_nothing_happens(receiver):
         **{"X-Hub-Signature-256": wh.hmac_sha256_signature(SECRET, body)},
     )
     assert tampered.status_code == 401
-    receiver.wait_idle()
     assert receiver.syncs == []
 
 
@@ -175,17 +155,92 @@ def test_body_at_the_limit_is_read_in_full(receiver):
     assert post_github(receiver, body).status_code == 202
 
 
-def test_unknown_repository_or_branch_is_202_with_nothing_done(receiver):
-    other = post_github(
-        receiver, github_push(url="https://github.com/acme/other.git"), secret=b"anything"
+def test_unknown_repository_and_wrong_secret_get_the_same_401():
+    """Nothing tells a sender without the secret whether a repository is watched."""
+    reads = []
+
+    def source(name):
+        def read():
+            reads.append(name)
+            return SECRET
+
+        return read
+
+    r = Receiver(
+        [
+            wh.RepoTarget("ml", "models", URL, "main", source("models")),
+            wh.RepoTarget("ml", "docs", "https://github.com/acme/docs.git", "main", source("docs")),
+        ]
     )
-    assert other.status_code == 202 and other.json()["status"] == "ignored"
+    other = "https://github.com/acme/other.git"
+    try:
+        answers = {
+            "watched, wrong secret": post_github(r, github_push(), secret=b"guess"),
+            "unknown, wrong secret": post_github(r, github_push(url=other), secret=b"guess"),
+            # signed with a secret the receiver knows, but no ModelRepo of that repository
+            # holds it: it cannot be verified, so it is refused like any other.
+            "unknown, a real secret": post_github(r, github_push(url=other)),
+        }
+        assert {k: (a.status_code, a.json()) for k, a in answers.items()} == {
+            k: (401, {"error": wh.NOT_VERIFIED}) for k in answers
+        }
+        # the same work too: one Secret read for the watched repository and for the unknown one
+        assert len(reads) == 3
+        unsigned = [
+            post_github(r, github_push(url=u), secret=None) for u in (URL, other)
+        ]
+        assert unsigned[0].status_code == unsigned[1].status_code == 401
+        assert unsigned[0].json() == unsigned[1].json()
+        ping = json.dumps({"zen": "z", "repository": {"clone_url": other}}).encode()
+        assert post_github(r, ping, event="ping").json() == {"error": wh.NOT_VERIFIED}
+        assert r.syncs == []
+    finally:
+        r.close()
+
+
+def test_verified_push_to_another_branch_or_a_tag_is_202_with_nothing_done(receiver):
     branch = post_github(receiver, github_push(ref="refs/heads/dev"))
-    assert branch.status_code == 202 and branch.json()["status"] == "ignored"
+    assert branch.status_code == 202
+    assert branch.json() == {
+        "status": "ignored",
+        "reason": "no ModelRepo whose webhookSecret verifies this push follows branch 'dev'",
+    }
     tag = post_github(receiver, github_push(ref="refs/tags/v1"))
-    assert tag.status_code == 202 and tag.json()["status"] == "ignored"
-    receiver.wait_idle()
+    assert tag.status_code == 202
+    assert tag.json() == {"status": "ignored", "reason": "not a push to a branch"}
     assert receiver.syncs == []
+
+
+def test_unsigned_bodies_are_refused_before_they_are_read(receiver):
+    big = github_push(padding="x" * wh.MAX_BODY)  # would be a 413 if it were read
+    resp = post_github(receiver, big, secret=None)
+    assert resp.status_code == 401 and "X-Hub-Signature-256" in resp.json()["error"]
+
+
+def test_hostile_bodies_are_400_without_a_traceback(receiver, caplog):
+    nested = b"[" * 100_000 + b"]" * 100_000
+    resp = post_github(receiver, nested)
+    assert resp.status_code == 400
+    assert resp.json() == {"error": "body is not valid JSON: nested too deeply"}
+    huge_number = b'{"ref": 1' + b"1" * 5000 + b"}"
+    resp = post_github(receiver, huge_number)
+    assert resp.status_code == 400 and "not valid JSON" in resp.json()["error"]
+    generic = json.dumps({"url": "https://[oops/x.git", "branch": "main"}).encode()
+    sig = {wh.GENERIC_SIGNATURE_HEADER: wh.hmac_sha256_signature(SECRET, generic)}
+    resp = receiver.client.post("/hooks/generic", content=generic, headers=sig)
+    assert resp.status_code == 401 and resp.json() == {"error": wh.NOT_VERIFIED}
+    assert [r for r in caplog.records if r.exc_info] == []
+    assert receiver.syncs == []
+
+
+def test_credentials_in_pushed_urls_never_reach_the_log(receiver, caplog):
+    caplog.set_level("INFO", logger="modelrepo.webhooks")
+    for url in ("git://user:hunter2@example.com/acme/x.git", "https://user:hunter2@example.com/x"):
+        body = json.dumps({"url": url, "branch": "main"}).encode()
+        sig = {wh.GENERIC_SIGNATURE_HEADER: wh.hmac_sha256_signature(SECRET, body)}
+        assert receiver.client.post("/hooks/generic", content=body, headers=sig).status_code == 401
+    assert "example.com" in caplog.text
+    assert "hunter2" not in caplog.text
 
 
 def test_other_events_and_bad_json_get_clear_answers(receiver):
@@ -209,8 +264,7 @@ def test_push_matches_every_spelling_and_only_verified_modelrepos():
     try:
         resp = post_github(r, github_push())
         assert resp.status_code == 202
-        assert resp.json()["syncs"] == {"ml/https": "started", "team/ssh": "started"}
-        r.wait_idle()
+        assert resp.json()["syncs"] == {"ml/https": "queued", "team/ssh": "queued"}
         assert sorted(r.syncs) == [("ml", "https"), ("team", "ssh")]
     finally:
         r.close()
@@ -222,7 +276,6 @@ def test_form_encoded_github_push_is_accepted(receiver):
     body = urlencode({"payload": github_push().decode()}).encode()
     resp = post_github(receiver, body, **{"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status_code == 202
-    receiver.wait_idle()
     assert receiver.syncs == [("ml", "models")]
 
 
@@ -251,8 +304,7 @@ def test_gitlab_push_with_token():
         ok = r.client.post(
             "/hooks/gitlab", content=body, headers={**hdrs, "X-Gitlab-Token": SECRET.decode()}
         )
-        assert ok.status_code == 202 and ok.json()["syncs"] == {"ml/models": "started"}
-        r.wait_idle()
+        assert ok.status_code == 202 and ok.json()["syncs"] == {"ml/models": "queued"}
         assert r.syncs == [("ml", "models")]
     finally:
         r.close()
@@ -272,37 +324,43 @@ def test_generic_hmac_form(receiver):
         headers={wh.GENERIC_SIGNATURE_HEADER: wh.hmac_sha256_signature(SECRET, missing)},
     )
     assert resp.status_code == 400 and "'url'" in resp.json()["error"]
-    receiver.wait_idle()
     assert receiver.syncs == [("ml", "models")]
 
 
-def test_a_burst_of_ten_pushes_makes_at_most_two_syncs(receiver):
-    receiver.hold_syncs()  # the first sync is still running while the burst arrives
-    answers = [post_github(receiver, github_push()).json()["syncs"]["ml/models"] for _ in range(10)]
-    assert answers == ["started", "queued"] + ["coalesced"] * 8
-    receiver.release_syncs()
-    receiver.wait_idle()
-    assert receiver.syncs == [("ml", "models")] * 2
+def test_a_burst_of_ten_pushes_queues_one_sync_in_the_modelrepo_loop():
+    """The real trigger path: the receiver wakes the loop's inbox; the inbox coalesces."""
+    loop = asyncio.new_event_loop()  # the ModelRepo's loop (the operator's, in production)
+    waker = triggers.register("ml", "burst", loop)
+    r = Receiver([wh.RepoTarget("ml", "burst", URL, "main", SECRET)], triggers.request_sync)
+    try:
+        answers = [post_github(r, github_push()).json() for _ in range(10)]
+        assert answers == [{"status": "accepted", "syncs": {"ml/burst": "queued"}}] * 10
+        assert loop.run_until_complete(waker.wait(10)) == {triggers.SYNC}
+        assert loop.run_until_complete(waker.wait(0)) == set()  # one sync for the whole burst
+    finally:
+        r.close()
+        triggers.unregister("ml", "burst", waker)
+        loop.close()
 
 
-def test_a_failing_trigger_does_not_wedge_later_pushes():
-    calls = []
-
-    def trigger(namespace, name):
-        calls.append(name)
-        raise RuntimeError("apiserver down")
-
-    async def scenario():
-        coalescer = wh.SyncCoalescer(trigger, window=0)
-        assert coalescer.request("ml", "models") == "started"
-        while coalescer.busy():
-            await asyncio.sleep(0.01)
-        assert coalescer.request("ml", "models") == "started"
-        while coalescer.busy():
-            await asyncio.sleep(0.01)
-
-    asyncio.run(scenario())
-    assert calls == ["models", "models"]
+def test_the_answer_says_when_no_loop_runs_or_the_modelrepo_is_suspended():
+    r = Receiver(
+        [
+            wh.RepoTarget("ml", "models", URL, "main", SECRET),
+            wh.RepoTarget("ml", "paused", URL, "main", SECRET, suspended=True),
+        ]
+    )
+    try:
+        r.running = False  # e.g. the operator is starting and the loop is not there yet
+        resp = post_github(r, github_push())
+        assert resp.status_code == 202
+        assert resp.json() == {
+            "status": "accepted",
+            "syncs": {"ml/models": "not running", "ml/paused": "suspended"},
+        }
+        assert r.syncs == [("ml", "models")]  # a suspended ModelRepo is not even asked
+    finally:
+        r.close()
 
 
 def test_healthz(receiver):
@@ -325,7 +383,7 @@ def test_apiserver_trouble_is_503_and_a_bug_is_a_500_without_traceback():
         r.close()
 
 
-def test_secret_sources_are_read_only_for_matching_modelrepos():
+def test_secret_sources_are_read_only_for_modelrepos_of_the_pushed_repository():
     reads = []
 
     def source(name, value):
@@ -348,11 +406,11 @@ def test_secret_sources_are_read_only_for_matching_modelrepos():
     )
     try:
         assert post_github(r, github_push()).status_code == 202
-        assert reads == ["models"]
-        # A Secret that cannot be read: the push cannot be verified, so it is refused.
-        assert post_github(r, github_push(ref="refs/heads/dev")).status_code == 401
-        assert reads == ["models", "gone"]
-        r.wait_idle()
+        assert reads == ["models", "gone"]  # every branch of the repository, no other one
+        # A Secret that cannot be read: a push for its branch cannot be verified with it.
+        resp = post_github(r, github_push(ref="refs/heads/dev"), secret=b"the dev secret")
+        assert resp.status_code == 401
+        assert reads == ["models", "gone"] * 2
         assert r.syncs == [("ml", "models")]
     finally:
         r.close()

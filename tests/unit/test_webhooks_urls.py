@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from modelrepo.git import redact_url, redact_urls
 from modelrepo.operator import webhooks as wh
 
 SAME_REPO = [
@@ -69,6 +70,21 @@ def test_matching_needs_the_same_repository_and_the_same_branch():
     assert [t.name for t in wh.match_targets(targets, urls, "dev")] == ["b"]
     assert wh.match_targets(targets, urls, None) == []
     assert wh.match_targets(targets, [], "main") == []
+
+
+def test_same_repository_ignores_the_branch_and_unparsable_urls():
+    targets = [_target("a"), _target("b", branch="dev"), _target("d", url="https://h/other.git")]
+    urls = ["https://[oops/x.git", "git@github.com:acme/models.git"]
+    assert [t.name for t in wh.same_repository(targets, urls)] == ["a", "b"]
+    assert wh.same_repository(targets, ["https://[oops/x.git"]) == []
+
+
+def test_git_urls_with_user_info_are_redacted_like_https_ones():
+    text = "fetching git://user:tok3n@example.com/x.git and https://user:tok3n@example.com/x.git"
+    assert redact_urls(text) == (
+        "fetching git://***@example.com/x.git and https://***@example.com/x.git"
+    )
+    assert redact_url("git://tok3n@example.com:9418/x.git") == "git://***@example.com:9418/x.git"
 
 
 def test_hmac_signature_checks():
@@ -165,15 +181,17 @@ def test_targets_from_modelrepo_bodies_read_the_webhook_secret():
         return secrets.get((ns, n))
 
     got = wh.targets_from_modelrepos(bodies, read_secret)
-    assert [(t.name, t.url, t.branch) for t in got] == [
-        ("a", "https://h/x.git", "main"),
-        ("b", "https://h/x.git", "main"),
-        ("c", "https://h/x.git", None),
-        ("e", "https://h/x.git", "main"),
+    assert [(t.name, t.url, t.branch, t.suspended) for t in got] == [
+        ("a", "https://h/x.git", "main", False),
+        ("b", "https://h/x.git", "main", False),
+        ("c", "https://h/x.git", None, False),
+        ("d", "https://h/x.git", "main", True),  # verified, answered "suspended", never synced
+        ("e", "https://h/x.git", "main", False),
     ]
     assert reads == []  # nothing read until a push matches
     assert got[0].secret() == b"s3"
     assert got[1].secret() is None  # no webhookSecret key: never verifies
     assert got[2].secret is None  # no secretRef
-    assert got[3].secret() is None  # the Secret is gone
+    assert got[3].secret is None  # no secretRef
+    assert got[4].secret() is None  # the Secret is gone
     assert reads == ["git", "nohook", "gone"]
