@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 HELP = "create a model repository: deployments/, endpoints/, datasets/, bin/ with a validate hook"
@@ -42,8 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="directory of the repository (created if missing)")
 
 
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+def _git(root: Path, *args: str) -> str | None:
+    """git's output, or None when it failed (init asks questions whose answer may be no)."""
+    from modelrepo import git
+
+    return git.try_run(args, cwd=root)
 
 
 def _write(path: Path, text: str, made: list[str], root: Path) -> None:
@@ -61,13 +63,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.dir}: exists and is not a directory")
     root.mkdir(parents=True, exist_ok=True)
     made: list[str] = []
+    from modelrepo import git
+
     top = _git(root, "rev-parse", "--show-toplevel")
     # deployments/ must sit at the top of a work tree: a folder inside another repository
     # (e.g. ./demo-repo in a project checkout) becomes a repository of its own.
-    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
-        proc = _git(root, "init", "-q", "-b", "main")
-        if proc.returncode != 0:
-            raise UserError(f"{args.dir}: git init failed: {proc.stderr.strip()}")
+    if top is None or Path(top).resolve() != root.resolve():
+        try:
+            git.run(["init", "-q", "-b", "main"], cwd=root)
+        except git.GitError as exc:
+            raise UserError(f"{args.dir}: git init failed: {exc}") from None
         made.append(".git (branch main)")
     for folder in ("deployments", "endpoints", "datasets"):
         _write(root / folder / ".gitkeep", "", made, root)
@@ -76,19 +81,19 @@ def run(args: argparse.Namespace) -> int:
     hook = root / "bin" / "pre-commit"
     _write(hook, PRE_COMMIT, made, root)
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    hooks_dir = Path(_git(root, "rev-parse", "--git-path", "hooks").stdout.strip() or ".git/hooks")
+    hooks_dir = Path(_git(root, "rev-parse", "--git-path", "hooks") or ".git/hooks")
     installed = (root / hooks_dir / "pre-commit") if not hooks_dir.is_absolute() else hooks_dir / "pre-commit"
     if not installed.exists() and not installed.is_symlink():
         installed.parent.mkdir(parents=True, exist_ok=True)
         installed.symlink_to(os.path.relpath(hook.resolve(), installed.parent.resolve()))
         made.append(f"{os.path.relpath(installed, root)} -> bin/pre-commit")
-    if _git(root, "rev-parse", "-q", "--verify", "HEAD").returncode != 0:
+    if git.rev_parse(root, "HEAD") is None:
         _git(root, "add", "deployments", "endpoints", "datasets", "bin", "README.md", ".gitignore")
-        proc = _git(root, "commit", "-q", "-m", "Initialize model repository")
-        if proc.returncode != 0:
-            print(f"note: files are staged but not committed: {proc.stderr.strip()}")
-        else:
+        try:
+            git.run(["commit", "-q", "-m", "Initialize model repository"], cwd=root)
             made.append("commit 'Initialize model repository'")
+        except git.GitError as exc:
+            print(f"note: files are staged but not committed: {exc}")
     if made:
         print(f"Initialized model repository in {root.resolve()}:")
         for item in made:

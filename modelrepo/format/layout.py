@@ -26,7 +26,7 @@ DATA_DIR = "data"
 ARCHIVED_MARKER = ".archived"
 SCHEMA_VERSION = 2
 NAME_RULE = "[A-Za-z_][A-Za-z0-9_]*"
-NAME_PATTERN = re.compile(rf"^{NAME_RULE}$")
+NAME_PATTERN = re.compile(rf"\A{NAME_RULE}\Z")  # \Z: "Name\n" is no name
 
 
 def is_valid_name(name: str) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 _MAX_STUB_BYTES = 1024
 _MB_STUB = re.compile(rb"^\s*_:\s*MBFileStub\s*$", re.MULTILINE)
 _LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
-_FIELD = re.compile(rb"^\s*(contentHash|oid|size|fileSize):\s*(\S+)", re.MULTILINE)
+_FIELD = re.compile(rb"^\s*(contentHash|oid|size|fileSize)[:\s]\s*(\S+)", re.MULTILINE)
 
 
 def stub_problem(path: str | os.PathLike[str]) -> str | None:
