@@ -73,7 +73,7 @@ def git_on_node(cluster: Cluster, tmp_path: Path) -> Iterator[GitServers]:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, helm: Helm, namespace: str) -> Iterator[Installed]:
+def chart_operator(cluster: Cluster, helm: Helm, namespace: str) -> Iterator[Installed]:
     """The chart installed as `make install` does, watching only this test's namespace."""
     cluster.kubectl(
         "apply",
@@ -177,9 +177,9 @@ def ls_remote_calls(metrics_url: str) -> float:
 
 
 def test_signed_push_rolls_out_and_bad_requests_are_refused(
-    cluster: Cluster, operator: Installed, git_on_node: GitServers, tmp_path: Path
+    cluster: Cluster, chart_operator: Installed, git_on_node: GitServers, tmp_path: Path
 ):
-    ns = operator.namespace
+    ns = chart_operator.namespace
     bare = git_on_node.create_repo("models")
     work = WorkRepo.create(bare, tmp_path / "work")
     work.write_deployment("Double", body="return x * 2", doc="8")
@@ -218,12 +218,12 @@ def test_signed_push_rolls_out_and_bad_requests_are_refused(
     assert data == 8 and headers["x-modelrepo-commit"] == first
 
     # A GitHub ping for this repository: 200, and no sync.
-    calls = ls_remote_calls(operator.metrics)
+    calls = ls_remote_calls(chart_operator.metrics)
     ping = json.dumps(
         {"zen": "Design for failure.", "hook_id": 7, "repository": {"git_url": url}}
     ).encode()
     status, body, _ = _http(
-        "POST", f"{operator.webhook}/hooks/github", ping, signed(ping, event="ping")
+        "POST", f"{chart_operator.webhook}/hooks/github", ping, signed(ping, event="ping")
     )
     assert status == 200 and json.loads(body)["status"] == "pong"
 
@@ -235,21 +235,21 @@ def test_signed_push_rolls_out_and_bad_requests_are_refused(
     # Refused: a wrong signature, no signature, a body over 1 MiB. Each answer comes before any
     # sync could start, and the operator's ls-remote counter shows none did.
     status, body, _ = _http(
-        "POST", f"{operator.webhook}/hooks/github", push, signed(push, secret="not-the-secret")
+        "POST", f"{chart_operator.webhook}/hooks/github", push, signed(push, secret="not-the-secret")
     )
     assert status == 401, body
     unsigned = {k: v for k, v in signed(push).items() if k != "X-Hub-Signature-256"}
-    status, body, _ = _http("POST", f"{operator.webhook}/hooks/github", push, unsigned)
+    status, body, _ = _http("POST", f"{chart_operator.webhook}/hooks/github", push, unsigned)
     assert status == 401, body
     big = push[:-1] + b', "padding": "' + b"x" * (1024 * 1024) + b'"}'
-    status, body, _ = _http("POST", f"{operator.webhook}/hooks/github", big, signed(big))
+    status, body, _ = _http("POST", f"{chart_operator.webhook}/hooks/github", big, signed(big))
     assert status == 413, body
-    assert ls_remote_calls(operator.metrics) == calls
+    assert ls_remote_calls(chart_operator.metrics) == calls
     data, headers = answer()
     assert data == 8 and headers["x-modelrepo-commit"] == first
 
     # The signed push: 202 at once, and the Service answers with version 2.
-    status, body, _ = _http("POST", f"{operator.webhook}/hooks/github", push, signed(push))
+    status, body, _ = _http("POST", f"{chart_operator.webhook}/hooks/github", push, signed(push))
     assert status == 202, body
     assert json.loads(body)["syncs"] == {f"{ns}/models": "queued"}
     data, headers = wait_until(
