@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "serve": "modelrepo.commands.serve",
     "operator": "modelrepo.commands.operator",
     "fetch": "modelrepo.commands.fetch",
+    "check": "modelrepo.commands.check",
 }
 
 

@@ -7,13 +7,14 @@ does not touch a folder leaves its pods alone.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelrepo.operator.naming import child_name, label_value
+from modelrepo.operator.policy import POLICY, PodPolicy, strip_credentials
 
 GROUP = "modelrepo.dev"
 API_VERSION = f"{GROUP}/v1alpha1"
@@ -28,14 +29,14 @@ ANN_TREE = f"{GROUP}/tree"
 ANN_CONFIG = f"{GROUP}/config"
 ANN_VERSION = f"{GROUP}/version"
 # The image of the pods when spec.runtime.image is not set; the Helm chart sets it to the
-# operator's own image (one image for both).
-DEFAULT_IMAGE = os.environ.get("MODELREPO_RUNTIME_IMAGE") or "modelrepo:dev"
+# operator's own image (one image for both) in MODELREPO_RUNTIME_IMAGE.
+DEFAULT_IMAGE = POLICY.runtime_image
 RUNTIME_PORT = 3000
 RUNTIME_UID = 10001
 MODEL_DIR = "/model"
 CREDENTIALS_DIR = "/etc/modelrepo/git"
 # Bump when the rendering changes in a way that must roll every child.
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"  # 2: fetch (git only, with the Secret) and check (no Secret) init containers
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,12 @@ class RepoRef:
     def ref(self) -> str:
         return self.branch or self.revision or "main"
 
-    def config_hash(self) -> str:
+    def config_hash(self, policy: PodPolicy = POLICY) -> str:
         """Hash of every repository-level input of the rendering: a change rolls every child."""
-        data = [RENDER_VERSION, self.url, self.ref, self.secret_name, self.image, self.runtime, self.service]
+        data = [
+            RENDER_VERSION, self.url, self.ref, self.secret_name, self.image, self.runtime, self.service,
+            policy.render_inputs(),
+        ]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -120,10 +124,11 @@ def service_url(repo: RepoRef, folder_name: str) -> str:
     return f"http://{host}{'' if port == 80 else f':{port}'}/v1/{folder_name}/latest"
 
 
-def _resources(settings: FolderSettings, repo: RepoRef) -> dict[str, Any]:
+def _resources(settings: FolderSettings, repo: RepoRef, policy: PodPolicy) -> dict[str, Any]:
+    """metadata.yaml's resources, else spec.runtime's, else the operator's fail-safe default."""
     res = settings.resources if settings.resources is not None else repo.runtime.get("resources")
     if not res:
-        return {}
+        return copy.deepcopy(dict(policy.resources))
     if "requests" in res or "limits" in res:
         return dict(res)
     return {"requests": dict(res)}
@@ -151,33 +156,49 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -> dict[str, Any]:
-    """The Deployment serving `folder` at `folder.commit`."""
+def render_deployment(
+    repo: RepoRef, folder: Folder, settings: FolderSettings, policy: PodPolicy = POLICY,
+) -> dict[str, Any]:
+    """The Deployment serving `folder` at `folder.commit`.
+
+    Three containers, so that repository code never runs where a credential is readable:
+    `fetch` (git only; the one container with the Secret, and its own scratch space) leaves
+    just the folder's files, no .git; `check` imports the folder and runs its docstring tests;
+    `runtime` serves it. Neither of the last two mounts the Secret.
+    """
     name = child_name(repo.name, folder.name)
     image = repo.image
     pull = repo.runtime.get("imagePullPolicy") or "IfNotPresent"
     replicas = settings.replicas if settings.replicas is not None else repo.runtime.get("replicas", 1)
     path = f"deployments/{folder.name}"
+    folder_dir = f"{MODEL_DIR}/{path}"
     fetch_args = [
-        "fetch", "--url", repo.url, "--commit", folder.commit, "--path", path,
-        "--dest", MODEL_DIR, "--check",
+        "fetch", "--url", strip_credentials(repo.url), "--commit", folder.commit, "--path", path,
+        "--dest", MODEL_DIR,
     ]
     if repo.branch:
         fetch_args += ["--ref", repo.branch]
-    init_mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    fetch_mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "git-tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [
-        {"name": "model", "emptyDir": {}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "model", "emptyDir": {"sizeLimit": policy.model_size_limit}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": policy.tmp_size_limit}},
+        {"name": "git-tmp", "emptyDir": {"sizeLimit": policy.tmp_size_limit}},
     ]
     if repo.secret_name:
         fetch_args += ["--credentials", CREDENTIALS_DIR]
-        init_mounts.append({"name": "git-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+        fetch_mounts.append({"name": "git-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
         volumes.append({
             "name": "git-credentials",
             "secret": {"secretName": repo.secret_name, "defaultMode": 0o440},
         })
     labels = {**selector_labels(repo, folder.name), LABEL_COMMIT: folder.commit}
     probe_base = {"httpGet": {"path": "/readyz", "port": "http"}}
+    env = _env(folder, settings, repo)
+    resources = _resources(settings, repo, policy)
+    code_mounts = [
+        {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -191,7 +212,18 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
             "imagePullPolicy": pull,
             "args": fetch_args,
             "env": [{"name": "HOME", "value": "/tmp"}],
-            "volumeMounts": init_mounts,
+            "resources": copy.deepcopy(dict(policy.init_resources)),
+            "volumeMounts": fetch_mounts,
+            "securityContext": _container_security(),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }, {
+            "name": "check",
+            "image": image,
+            "imagePullPolicy": pull,
+            "args": ["check", "--dir", folder_dir],
+            "env": copy.deepcopy(env),
+            "resources": copy.deepcopy(resources),
+            "volumeMounts": copy.deepcopy(code_mounts),
             "securityContext": _container_security(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
@@ -199,8 +231,8 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
             "name": "runtime",
             "image": image,
             "imagePullPolicy": pull,
-            "args": ["runtime", "--dir", f"{MODEL_DIR}/{path}", "--port", str(RUNTIME_PORT), "--name", folder.name],
-            "env": _env(folder, settings, repo),
+            "args": ["runtime", "--dir", folder_dir, "--port", str(RUNTIME_PORT), "--name", folder.name],
+            "env": env,
             "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
             "readinessProbe": {**probe_base, "periodSeconds": 2, "failureThreshold": 3},
             "livenessProbe": {
@@ -210,11 +242,8 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
             "startupProbe": {
                 "httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 2, "failureThreshold": 300,
             },
-            "resources": _resources(settings, repo),
-            "volumeMounts": [
-                {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
+            "resources": resources,
+            "volumeMounts": code_mounts,
             "securityContext": _container_security(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
@@ -232,7 +261,7 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
             "labels": labels,
             "annotations": {
                 ANN_NAME: folder.name, ANN_COMMIT: folder.commit, ANN_TREE: folder.tree,
-                ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(),
+                ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(policy),
             },
             "ownerReferences": [owner_reference(repo)],
         },

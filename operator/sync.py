@@ -22,6 +22,7 @@ from modelrepo.history import HistoryError, deployment_versions
 from modelrepo.operator import gitsource, kube, metrics
 from modelrepo.operator.gitsource import Credentials, GitError
 from modelrepo.operator.plan import make_plan, selected
+from modelrepo.operator.policy import POLICY, refusal
 from modelrepo.operator.render import (
     ANN_COMMIT,
     ANN_NAME,
@@ -49,6 +50,7 @@ class RepoState:
     folders: dict[str, Folder] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
     source_error: str | None = None
+    source_reason: str = "FetchFailed"
     failures: int = 0
 
 
@@ -86,13 +88,17 @@ def _credentials(repo: RepoRef) -> Credentials | None:
     return Credentials.from_secret_data(kube.read_secret(repo.namespace, repo.secret_name))
 
 
-def _source_failed(body: dict[str, Any], repo: RepoRef, state: RepoState, message: str, result: SyncResult) -> SyncResult:
-    """Report a git/Secret problem: status + one Event per new message; children untouched."""
+def _source_failed(
+    body: dict[str, Any], repo: RepoRef, state: RepoState, message: str, result: SyncResult,
+    reason: str = "FetchFailed",
+) -> SyncResult:
+    """Report a git/Secret problem or a refused spec: status + one Event per new message; children untouched."""
     metrics.SYNC_ERRORS.labels(repo.namespace, repo.name, "source").inc()
     if message != state.source_error:
-        kube.post_event(body, "Warning", "FetchFailed", message)
+        kube.post_event(body, "Warning", reason, message)
         log.warning("ModelRepo %s/%s: %s", repo.namespace, repo.name, message)
     state.source_error = message
+    state.source_reason = reason
     state.failures += 1
     result.error = message
     result.status_written = refresh_status(body, state)
@@ -107,6 +113,9 @@ def sync(body: dict[str, Any], state: RepoState, cache_root: Path, *, force: boo
     result = SyncResult()
     started = time.monotonic()
     try:
+        refused = refusal(spec, POLICY)  # before any git call: a URL with credentials never reaches git
+        if refused:
+            return _source_failed(body, repo, state, refused.message, result, refused.reason)
         try:
             creds = _credentials(repo)
             metrics.LS_REMOTE.labels(repo.namespace, repo.name).inc()
@@ -257,7 +266,7 @@ def refresh_status(body: dict[str, Any], state: RepoState, *, synced: bool = Fal
         commit=state.commit or previous.get("commit"),
         folders=state.folders or folders_from_children(deployments),
         deployments=deployments, pods=pods, invalid=state.invalid,
-        source_error=state.source_error, previous=previous,
+        source_error=state.source_error, source_reason=state.source_reason, previous=previous,
     ))
     if synced and status.get("commit") != previous.get("commit"):
         status["lastSyncTime"] = now_iso()
