@@ -14,7 +14,10 @@ BUILDAH=(buildah --root "$CACHE/containers/overlay" --runroot "$CACHE/containers
          --storage-driver overlay)
 PAUSE_IMAGE="localhost/modelrepo/pause:1"
 BASE_IMAGE="localhost/debian-py:bookworm"
-PROJECT_IMAGE="docker.io/library/modelrepo:dev"
+# A branch can build its own image beside the cluster's one, e.g.
+#   PROJECT_IMAGE=docker.io/library/modelrepo:mine PROJECT_FILE=modelrepo-mine hack/build-images.sh project
+PROJECT_IMAGE="${PROJECT_IMAGE:-docker.io/library/modelrepo:dev}"
+PROJECT_FILE="${PROJECT_FILE:-modelrepo}"
 APT_SOURCES="${APT_SOURCES:-/etc/apt}"  # where apt_mirror looks (tests point it elsewhere)
 BASE_PKGS="python3,python3-venv,git,ca-certificates"
 
@@ -112,7 +115,7 @@ project_key() {
 
 build_project() {
   local key; key=$(project_key)
-  up_to_date modelrepo "$key" && return 0
+  up_to_date "$PROJECT_FILE" "$key" && return 0
   [[ -f "$ROOT/runtime/Dockerfile" ]] || die "runtime/Dockerfile is missing"
   build_base
   log "building $PROJECT_IMAGE from runtime/Dockerfile"
@@ -126,7 +129,7 @@ build_project() {
   "${BUILDAH[@]}" bud -q --layers --pull=never --isolation chroot --network host "${mounts[@]}" \
     --build-arg "BASE=$BASE_IMAGE" --label "modelrepo.inputs=$key" \
     -f "$ROOT/runtime/Dockerfile" -t "$PROJECT_IMAGE" "$ROOT" >/dev/null
-  export_image modelrepo "$PROJECT_IMAGE" "$key"
+  export_image "$PROJECT_FILE" "$PROJECT_IMAGE" "$key"
 }
 
 main() {
