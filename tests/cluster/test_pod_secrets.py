@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import secrets
+from pathlib import Path
 
 import pytest
 from fixtures import git_servers as servers_module
@@ -109,7 +112,17 @@ def serve_and_collect(kube, name: str, spec: dict, secret: dict[str, bytes]) -> 
     texts = pod_texts(kube, name)
     texts["request answer"] = answer
     texts["status"] = json.dumps(kube.status(name))
-    # the code really ran and looked: at import in `check` and `runtime`, and in the request
+    if os.environ.get("MODELREPO_SNOOP_DUMP"):  # to look at what the code saw
+        out = Path(os.environ["MODELREPO_SNOOP_DUMP"]) / name
+        out.mkdir(parents=True, exist_ok=True)
+        for where, text in texts.items():
+            (out / where.replace(" ", "_").replace("/", "_")).write_text(text)
+    return texts
+
+
+def assert_the_code_looked(texts: dict[str, str]) -> None:
+    """The snooping code really ran at import in `check` and `runtime`, and in a request."""
+    answer = texts["request answer"]
     runtime_logs = [t for w, t in texts.items() if w.endswith("log runtime")]
     check_logs = [t for w, t in texts.items() if w.endswith("log check")]
     assert check_logs and all(f"{MARK} import" in t for t in check_logs)
@@ -117,8 +130,8 @@ def serve_and_collect(kube, name: str, spec: dict, secret: dict[str, bytes]) -> 
     assert f"{MARK} request" in answer and "dir /model/deployments/Snoop" in answer and "dir /tmp" in answer
     assert "env MODELREPO_COMMIT=" in answer
     # ... and found no git repository and no Secret mount
-    assert "/model/.git" not in answer and "/etc/modelrepo" not in answer
-    return texts
+    assert "dir /model: ['deployments']" in answer  # no .git
+    assert not re.search(r"^dir /etc/modelrepo", answer, re.M)  # no Secret mount
 
 
 def test_https_credentials_never_reach_repository_code(kube, operator, node_git_servers, node_model_repo, monkeypatch):
@@ -133,6 +146,7 @@ def test_https_credentials_never_reach_repository_code(kube, operator, node_git_
     texts = serve_and_collect(kube, "snoop-https", {"url": node_git_servers.http_url(repo.name)}, secret)
     header = base64.b64encode(f"{user}:{password}".encode()).decode()
     assert_nothing_leaks(texts, {"username": user, "password": password, "webhookSecret": hook, "basic auth header": header})
+    assert_the_code_looked(texts)
 
     # The same URL with the credentials in it: refused, nothing created, nothing shown.
     url = node_git_servers.http_url(repo.name).replace("://", f"://{user}:{password}@", 1)
@@ -156,3 +170,4 @@ def test_ssh_key_never_reaches_repository_code(kube, operator, node_git_servers,
     needles = {f"private key line {i}": line for i, line in enumerate(key_lines(secret["identity"]))}
     assert needles
     assert_nothing_leaks(texts, {**needles, "webhookSecret": hook})
+    assert_the_code_looked(texts)
