@@ -53,7 +53,10 @@ class PodPolicy:
             text = env.get(key, "").strip()
             if not text:
                 return fallback
-            value = json.loads(text)
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = None
             if not isinstance(value, dict) or not set(value) <= {"requests", "limits"}:
                 raise ValueError(f"{key} must be a JSON object with `requests` and/or `limits`")
             return value
@@ -162,4 +165,12 @@ def runtime_problems(runtime: Mapping[str, Any], git_secret: str | None, policy:
     return problems
 
 
-POLICY = PodPolicy.from_env(os.environ)
+def _from_environment() -> PodPolicy:
+    """The operator's policy; a bad variable stops it with one line naming the variable."""
+    try:
+        return PodPolicy.from_env(os.environ)
+    except ValueError as exc:
+        raise SystemExit(f"modelrepo: {exc}") from None
+
+
+POLICY = _from_environment()

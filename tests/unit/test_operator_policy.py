@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 
 import pytest
 from fixtures.git_servers import HTTP_PASSWORD, HTTP_USER, WorkRepo
@@ -99,8 +102,20 @@ def test_policy_from_the_operator_environment():
     assert policy.model_size_limit == "10Gi" and policy.tmp_size_limit == "1Gi"
     assert PodPolicy.from_env({}).images == ("modelrepo:dev",)
     assert PodPolicy.from_env({}).allowed_env_secrets == ("*",)
-    with pytest.raises(ValueError, match="MODELREPO_INIT_RESOURCES"):
-        PodPolicy.from_env({"MODELREPO_INIT_RESOURCES": '{"cpu": "1"}'})
+    for bad in ('{"cpu": "1"}', "limits: {memory: 1Gi}"):
+        with pytest.raises(ValueError, match="MODELREPO_INIT_RESOURCES must be a JSON object"):
+            PodPolicy.from_env({"MODELREPO_INIT_RESOURCES": bad})
+
+
+def test_a_bad_policy_variable_stops_the_operator_with_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-c", "import modelrepo.operator.render"], capture_output=True, text=True,
+        env={**os.environ, "MODELREPO_DEFAULT_RESOURCES": "{"}, check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "modelrepo: MODELREPO_DEFAULT_RESOURCES must be a JSON object with `requests` and/or `limits`"
+    )
 
 
 @pytest.fixture
