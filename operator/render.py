@@ -1,4 +1,4 @@
-"""The children of a ModelRepo, one Deployment + Service per deployment folder (DESIGN §6).
+"""The children of a ModelRepo, one Deployment + Service per deployment folder (docs/operator.md).
 
 Pure functions: data in (the ModelRepo's spec, one folder's commit/tree/metadata), manifests
 out. The pod template depends only on the folder and the repository settings, so a push that

@@ -1,4 +1,4 @@
-"""Rendering of a folder's Deployment and Service (DESIGN §6)."""
+"""Rendering of a folder's Deployment and Service (docs/operator.md, "The pods")."""
 
 from modelrepo.operator.policy import PodPolicy
 from modelrepo.operator.render import (
