@@ -5,8 +5,8 @@
 #   docker.io/library/modelrepo:dev  the project image from runtime/Dockerfile on that base
 # Each is exported to $CACHE/images/<file>.tar (OCI archive) with a .key file holding the
 # hash of its inputs; hack/cluster.sh imports them into containerd's k8s.io namespace.
-source "$(dirname "$0")/lib/common.sh"
-source "$(dirname "$0")/lib/deps.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/deps.sh"
 
 IMAGES="$CACHE/images"
 # overlay: layer commits are diffs, not copies of the whole tree as with vfs (minutes saved).
@@ -14,9 +14,45 @@ BUILDAH=(buildah --root "$CACHE/containers/overlay" --runroot "$CACHE/containers
          --storage-driver overlay)
 PAUSE_IMAGE="localhost/modelrepo/pause:1"
 BASE_IMAGE="localhost/debian-py:bookworm"
-PROJECT_IMAGE="docker.io/library/modelrepo:dev"
-DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# A branch can build its own image beside the cluster's one, e.g.
+#   PROJECT_IMAGE=docker.io/library/modelrepo:mine PROJECT_FILE=modelrepo-mine hack/build-images.sh project
+PROJECT_IMAGE="${PROJECT_IMAGE:-docker.io/library/modelrepo:dev}"
+PROJECT_FILE="${PROJECT_FILE:-modelrepo}"
+APT_SOURCES="${APT_SOURCES:-/etc/apt}"  # where apt_mirror looks (tests point it elsewhere)
 BASE_PKGS="python3,python3-venv,git,ca-certificates"
+
+# The Debian mirror this machine's apt uses: the first `deb` source whose suites are not the
+# security ones, from sources.list and sources.list.d/*.list (one-line) or *.sources (deb822).
+apt_mirror() {
+  local files=() f
+  [[ -f "$APT_SOURCES/sources.list" ]] && files+=("$APT_SOURCES/sources.list")
+  for f in "$APT_SOURCES"/sources.list.d/*.list "$APT_SOURCES"/sources.list.d/*.sources; do
+    [[ -f "$f" ]] && files+=("$f")
+  done
+  ((${#files[@]})) || return 0
+  awk '
+    function emit(uri) { sub(/\/+$/, "", uri); print uri; found = 1; exit }
+    function flush() {
+      if (types ~ /(^| )deb( |$)/ && suites !~ /security/ && uris != "") { split(uris, u, " "); emit(u[1]) }
+      types = ""; uris = ""; suites = ""
+    }
+    FNR == 1 { flush() }
+    /^[ \t]*#/ { next }
+    FILENAME ~ /\.sources$/ {
+      if ($0 ~ /^[ \t]*$/) { flush(); next }
+      key = tolower($1); $1 = ""; sub(/^ +/, "")
+      if (key == "types:") types = $0; else if (key == "uris:") uris = $0; else if (key == "suites:") suites = $0
+      next
+    }
+    $1 == "deb" {
+      i = 2; if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+      if ($(i + 1) !~ /security/) emit($i)
+    }
+    END { if (!found) flush() }
+  ' "${files[@]}"
+}
+
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-$(apt_mirror)}"
 
 hash_stdin() { sha256sum | cut -c1-16; }
 up_to_date() { [[ -f "$IMAGES/$1.tar" && "$(cat "$IMAGES/$1.key" 2>/dev/null)" == "$2" ]]; }
@@ -49,7 +85,8 @@ build_base() {
           "$BASE_IMAGE" 2>/dev/null)" == "$key" ]]; then return 0; fi
   local root="$CACHE/rootfs/debian-py" tarball="$CACHE/rootfs/debian-py.tar"
   if [[ "$(cat "$tarball.key" 2>/dev/null)" != "$key" ]]; then
-    log "building $BASE_IMAGE with debootstrap (1-3 min)"
+    [[ -n "$DEBIAN_MIRROR" ]] || die "no Debian mirror: none in $APT_SOURCES/sources.list{,.d/*} and DEBIAN_MIRROR is not set"
+    log "building $BASE_IMAGE with debootstrap (1-3 min) from $DEBIAN_MIRROR"
     rm -rf "$root" "$tarball"; mkdir -p "$root"
     debootstrap --variant=minbase --include="$BASE_PKGS" bookworm "$root" "$DEBIAN_MIRROR" \
       > "$CACHE/rootfs/debootstrap.log" 2>&1 \
@@ -78,7 +115,7 @@ project_key() {
 
 build_project() {
   local key; key=$(project_key)
-  up_to_date modelrepo "$key" && return 0
+  up_to_date "$PROJECT_FILE" "$key" && return 0
   [[ -f "$ROOT/runtime/Dockerfile" ]] || die "runtime/Dockerfile is missing"
   build_base
   log "building $PROJECT_IMAGE from runtime/Dockerfile"
@@ -92,7 +129,7 @@ build_project() {
   "${BUILDAH[@]}" bud -q --layers --pull=never --isolation chroot --network host "${mounts[@]}" \
     --build-arg "BASE=$BASE_IMAGE" --label "modelrepo.inputs=$key" \
     -f "$ROOT/runtime/Dockerfile" -t "$PROJECT_IMAGE" "$ROOT" >/dev/null
-  export_image modelrepo "$PROJECT_IMAGE" "$key"
+  export_image "$PROJECT_FILE" "$PROJECT_IMAGE" "$key"
 }
 
 main() {
@@ -106,4 +143,5 @@ main() {
     *) die "usage: $0 [pause|base|project|all]" ;;
   esac
 }
-main "$@"
+# Run unless sourced (tests source it to call apt_mirror).
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

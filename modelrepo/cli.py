@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "operator": "modelrepo.commands.operator",
     "fetch": "modelrepo.commands.fetch",
     "call": "modelrepo.commands.call",
+    "check": "modelrepo.commands.check",
 }
 
 

@@ -59,9 +59,26 @@ def redact_url(url: str) -> str:
     return url
 
 
-def url_has_userinfo(url: str) -> bool:
-    """True for `scheme://user[:secret]@host/...`: credentials written into the URL itself."""
-    return bool(urlsplit(url).scheme) and "@" in urlsplit(url).netloc
+# Schemes whose userinfo is a secret even without a colon (`https://<token>@host`); for ssh a
+# bare user (`ssh://git@host`) is no secret, a `user:password` is.
+_SECRET_USERINFO_SCHEMES = {"http", "https", "git", "ftp", "ftps"}
+
+
+def url_has_credentials(url: str) -> bool:
+    """True if `url` embeds a password or token (`https://user:pass@`, `https://token@`, `ssh://u:p@`)."""
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return False
+    userinfo = parts.netloc.rsplit("@", 1)[0]
+    return parts.scheme.lower() in _SECRET_USERINFO_SCHEMES or ":" in userinfo
+
+
+def strip_credentials(url: str) -> str:
+    """`url` without the userinfo `url_has_credentials` objects to."""
+    if not url_has_credentials(url):
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def is_ssh_url(url: str) -> bool:

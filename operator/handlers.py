@@ -21,11 +21,9 @@ from typing import Any, TypeVar
 import kopf
 
 from modelrepo.operator import kube, metrics, triggers
-from modelrepo.operator.render import GROUP, LABEL_REPO, MANAGED_BY
+from modelrepo.operator.keys import GROUP, LABEL_REPO, MANAGED_BY, PLURAL, VERSION
 from modelrepo.operator.sync import RepoState, refresh_status, sync
 
-VERSION = "v1alpha1"
-PLURAL = "modelrepos"
 PREFIX = "operator.modelrepo.dev"
 FINALIZER = f"{PREFIX}/finalizer"
 log = logging.getLogger("modelrepo.operator")

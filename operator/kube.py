@@ -21,12 +21,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from modelrepo.operator import metrics
+from modelrepo.operator.keys import GROUP, KIND, LABEL_REPO, MANAGED_BY, PLURAL, VERSION
 from modelrepo.operator.naming import label_value
-from modelrepo.operator.render import GROUP, LABEL_REPO, MANAGED_BY
 
 FIELD_MANAGER = "modelrepo-operator"
-VERSION = "v1alpha1"
-PLURAL = "modelrepos"
 APPLY = "application/apply-patch+yaml"
 log = logging.getLogger("modelrepo.operator.kube")
 
@@ -183,7 +181,7 @@ def delete_child(namespace: str, name: str) -> None:
 def apply_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
     """Server-side apply of the status subresource; fields we stop sending are removed."""
     body = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelRepo",
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": name, "namespace": namespace}, "status": dict(status),
     }
     _count(WRITES, "apply ModelRepo/status")
@@ -218,7 +216,7 @@ def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -
     event = client.CoreV1Event(
         metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
         involved_object=client.V1ObjectReference(
-            api_version=body.get("apiVersion", f"{GROUP}/{VERSION}"), kind=body.get("kind", "ModelRepo"),
+            api_version=body.get("apiVersion", f"{GROUP}/{VERSION}"), kind=body.get("kind", KIND),
             name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid"),
         ),
         reason=reason, message=message[:1000], type=type_, source=client.V1EventSource(component="modelrepo-operator"),

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelrepo.format import deployment_path, name_problem
+from modelrepo.operator.keys import ANN_CONFIG, ANN_TREE
 from modelrepo.operator.naming import child_name
-from modelrepo.operator.render import ANN_CONFIG, ANN_TREE, Folder
+from modelrepo.operator.render import Folder
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The children of a ModelRepo, one Deployment + Service per deployment folder (DESIGN §6).
+"""The children of a ModelRepo, one Deployment + Service per deployment folder (docs/operator.md).
 
 Pure functions: data in (the ModelRepo's spec, one folder's commit/tree/metadata), manifests
 out. The pod template depends only on the folder and the repository settings, so a push that
@@ -7,36 +7,39 @@ does not touch a folder leaves its pods alone.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelrepo.format import deployment_path
+from modelrepo.git import strip_credentials
+from modelrepo.operator.keys import (
+    ANN_COMMIT,
+    ANN_CONFIG,
+    ANN_NAME,
+    ANN_TREE,
+    ANN_VERSION,
+    API_VERSION,
+    KIND,
+    LABEL_COMMIT,
+    LABEL_DEPLOYMENT,
+    LABEL_REPO,
+    MANAGED_BY,
+)
 from modelrepo.operator.naming import child_name, label_value
+from modelrepo.operator.policy import POLICY, PodPolicy
 
-GROUP = "modelrepo.dev"
-API_VERSION = f"{GROUP}/v1alpha1"
-KIND = "ModelRepo"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrepo"}
-LABEL_REPO = f"{GROUP}/repo"
-LABEL_DEPLOYMENT = f"{GROUP}/deployment"
-LABEL_COMMIT = f"{GROUP}/commit"
-ANN_COMMIT = f"{GROUP}/commit"
-ANN_NAME = f"{GROUP}/name"
-ANN_TREE = f"{GROUP}/tree"
-ANN_CONFIG = f"{GROUP}/config"
-ANN_VERSION = f"{GROUP}/version"
 # The image of the pods when spec.runtime.image is not set; the Helm chart sets it to the
-# operator's own image (one image for both).
-DEFAULT_IMAGE = os.environ.get("MODELREPO_RUNTIME_IMAGE") or "modelrepo:dev"
+# operator's own image (one image for both) in MODELREPO_RUNTIME_IMAGE.
+DEFAULT_IMAGE = POLICY.runtime_image
 RUNTIME_PORT = 3000
 RUNTIME_UID = 10001
 MODEL_DIR = "/model"
 CREDENTIALS_DIR = "/etc/modelrepo/git"
 # Bump when the rendering changes in a way that must roll every child.
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"  # 2: fetch (git only, with the Secret) and check (no Secret) init containers
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,12 @@ class RepoRef:
     def ref(self) -> str:
         return self.branch or self.revision or "main"
 
-    def config_hash(self) -> str:
+    def config_hash(self, policy: PodPolicy = POLICY) -> str:
         """Hash of every repository-level input of the rendering: a change rolls every child."""
-        data = [RENDER_VERSION, self.url, self.ref, self.secret_name, self.image, self.runtime, self.service]
+        data = [
+            RENDER_VERSION, self.url, self.ref, self.secret_name, self.image, self.runtime, self.service,
+            policy.render_inputs(),
+        ]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -121,10 +127,11 @@ def service_url(repo: RepoRef, folder_name: str) -> str:
     return f"http://{host}{'' if port == 80 else f':{port}'}/v1/{folder_name}/latest"
 
 
-def _resources(settings: FolderSettings, repo: RepoRef) -> dict[str, Any]:
+def _resources(settings: FolderSettings, repo: RepoRef, policy: PodPolicy) -> dict[str, Any]:
+    """metadata.yaml's resources, else spec.runtime's, else the operator's fail-safe default."""
     res = settings.resources if settings.resources is not None else repo.runtime.get("resources")
     if not res:
-        return {}
+        return copy.deepcopy(dict(policy.resources))
     if "requests" in res or "limits" in res:
         return dict(res)
     return {"requests": dict(res)}
@@ -152,88 +159,136 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -> dict[str, Any]:
-    """The Deployment serving `folder` at `folder.commit`."""
-    name = child_name(repo.name, folder.name)
-    image = repo.image
-    pull = repo.runtime.get("imagePullPolicy") or "IfNotPresent"
-    replicas = settings.replicas if settings.replicas is not None else repo.runtime.get("replicas", 1)
-    path = deployment_path(folder.name)
-    fetch_args = [
-        "fetch", "--url", repo.url, "--commit", folder.commit, "--path", path,
-        "--dest", MODEL_DIR, "--check",
+@dataclass(frozen=True)
+class _Pod:
+    """What the three containers of one folder's pod share."""
+
+    repo: RepoRef
+    folder: Folder
+    policy: PodPolicy
+    image: str
+    pull: str
+    env: list[dict[str, Any]]
+    resources: dict[str, Any]
+
+    @property
+    def folder_dir(self) -> str:
+        return f"{MODEL_DIR}/{deployment_path(self.folder.name)}"
+
+    def container(self, name: str, args: list[str], **fields: Any) -> dict[str, Any]:
+        return {
+            "name": name, "image": self.image, "imagePullPolicy": self.pull, "args": args, **fields,
+            "securityContext": _container_security(),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+
+
+def _code_mounts() -> list[dict[str, Any]]:
+    """The mounts of the containers that run repository code: the folder read-only, a /tmp."""
+    return [{"name": "model", "mountPath": MODEL_DIR, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+
+
+def _fetch_container(pod: _Pod) -> dict[str, Any]:
+    """git only, the one container with the Secret (and a scratch /tmp of its own)."""
+    repo, folder = pod.repo, pod.folder
+    args = [
+        "fetch", "--url", strip_credentials(repo.url), "--commit", folder.commit,
+        "--path", deployment_path(folder.name), "--dest", MODEL_DIR,
     ]
     if repo.branch:
-        fetch_args += ["--ref", repo.branch]
-    init_mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+        args += ["--ref", repo.branch]
+    mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "git-tmp", "mountPath": "/tmp"}]
+    if repo.secret_name:
+        args += ["--credentials", CREDENTIALS_DIR]
+        mounts.append({"name": "git-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+    return pod.container(
+        "fetch", args, env=[{"name": "HOME", "value": "/tmp"}],
+        resources=copy.deepcopy(dict(pod.policy.init_resources)), volumeMounts=mounts,
+    )
+
+
+def _check_container(pod: _Pod) -> dict[str, Any]:
+    """Imports the folder and runs its docstring tests; no Secret."""
+    return pod.container(
+        "check", ["check", "--dir", pod.folder_dir], env=copy.deepcopy(pod.env),
+        resources=copy.deepcopy(pod.resources), volumeMounts=_code_mounts(),
+    )
+
+
+def _runtime_container(pod: _Pod) -> dict[str, Any]:
+    """Serves the folder; no Secret."""
+    return pod.container(
+        "runtime",
+        ["runtime", "--dir", pod.folder_dir, "--port", str(RUNTIME_PORT), "--name", pod.folder.name],
+        env=pod.env,
+        ports=[{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        readinessProbe={"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
+        livenessProbe={
+            "httpGet": {"path": "/livez", "port": "http"},
+            "initialDelaySeconds": 30, "periodSeconds": 10, "failureThreshold": 6,
+        },
+        startupProbe={"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 2, "failureThreshold": 300},
+        resources=pod.resources,
+        volumeMounts=_code_mounts(),
+    )
+
+
+def _volumes(repo: RepoRef, policy: PodPolicy) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
-        {"name": "model", "emptyDir": {}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "model", "emptyDir": {"sizeLimit": policy.model_size_limit}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": policy.tmp_size_limit}},
+        {"name": "git-tmp", "emptyDir": {"sizeLimit": policy.tmp_size_limit}},
     ]
     if repo.secret_name:
-        fetch_args += ["--credentials", CREDENTIALS_DIR]
-        init_mounts.append({"name": "git-credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
-        volumes.append({
-            "name": "git-credentials",
-            "secret": {"secretName": repo.secret_name, "defaultMode": 0o440},
-        })
-    labels = {**selector_labels(repo, folder.name), LABEL_COMMIT: folder.commit}
-    probe_base = {"httpGet": {"path": "/readyz", "port": "http"}}
-    pod_spec: dict[str, Any] = {
+        volumes.append({"name": "git-credentials", "secret": {"secretName": repo.secret_name, "defaultMode": 0o440}})
+    return volumes
+
+
+def _pod_spec(pod: _Pod) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
             "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [{
-            "name": "fetch",
-            "image": image,
-            "imagePullPolicy": pull,
-            "args": fetch_args,
-            "env": [{"name": "HOME", "value": "/tmp"}],
-            "volumeMounts": init_mounts,
-            "securityContext": _container_security(),
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }],
-        "containers": [{
-            "name": "runtime",
-            "image": image,
-            "imagePullPolicy": pull,
-            "args": ["runtime", "--dir", f"{MODEL_DIR}/{path}", "--port", str(RUNTIME_PORT), "--name", folder.name],
-            "env": _env(folder, settings, repo),
-            "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
-            "readinessProbe": {**probe_base, "periodSeconds": 2, "failureThreshold": 3},
-            "livenessProbe": {
-                "httpGet": {"path": "/livez", "port": "http"},
-                "initialDelaySeconds": 30, "periodSeconds": 10, "failureThreshold": 6,
-            },
-            "startupProbe": {
-                "httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 2, "failureThreshold": 300,
-            },
-            "resources": _resources(settings, repo),
-            "volumeMounts": [
-                {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
-            "securityContext": _container_security(),
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }],
-        "volumes": volumes,
+        "initContainers": [_fetch_container(pod), _check_container(pod)],
+        "containers": [_runtime_container(pod)],
+        "volumes": _volumes(pod.repo, pod.policy),
     }
     for key in ("serviceAccountName", "nodeSelector", "tolerations"):
-        if repo.runtime.get(key):
-            pod_spec[key] = repo.runtime[key]
+        if pod.repo.runtime.get(key):
+            spec[key] = pod.repo.runtime[key]
+    return spec
+
+
+def render_deployment(
+    repo: RepoRef, folder: Folder, settings: FolderSettings, policy: PodPolicy = POLICY,
+) -> dict[str, Any]:
+    """The Deployment serving `folder` at `folder.commit`.
+
+    Three containers, so that repository code never runs where a credential is readable:
+    `fetch` (git only; the one container with the Secret, and its own scratch space) leaves
+    just the folder's files, no .git; `check` imports the folder and runs its docstring tests;
+    `runtime` serves it. Neither of the last two mounts the Secret.
+    """
+    pod = _Pod(
+        repo=repo, folder=folder, policy=policy, image=repo.image,
+        pull=repo.runtime.get("imagePullPolicy") or "IfNotPresent",
+        env=_env(folder, settings, repo), resources=_resources(settings, repo, policy),
+    )
+    replicas = settings.replicas if settings.replicas is not None else repo.runtime.get("replicas", 1)
+    labels = {**selector_labels(repo, folder.name), LABEL_COMMIT: folder.commit}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": name,
+            "name": child_name(repo.name, folder.name),
             "namespace": repo.namespace,
             "labels": labels,
             "annotations": {
                 ANN_NAME: folder.name, ANN_COMMIT: folder.commit, ANN_TREE: folder.tree,
-                ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(),
+                ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(policy),
             },
             "ownerReferences": [owner_reference(repo)],
         },
@@ -244,7 +299,7 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": labels, "annotations": {ANN_COMMIT: folder.commit}},
-                "spec": pod_spec,
+                "spec": _pod_spec(pod),
             },
         },
     }

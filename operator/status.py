@@ -12,15 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from modelrepo.operator.keys import ANN_COMMIT, ANN_VERSION, LABEL_COMMIT
 from modelrepo.operator.naming import child_name
-from modelrepo.operator.render import (
-    ANN_COMMIT,
-    ANN_VERSION,
-    LABEL_COMMIT,
-    Folder,
-    RepoRef,
-    service_url,
-)
+from modelrepo.operator.render import Folder, RepoRef, service_url
 
 CONDITION_TYPES = ("Ready", "SourceReady", "Progressing", "Degraded")
 _BAD_WAITING = {
@@ -125,6 +119,7 @@ class Observation:
     pods: Iterable[Mapping[str, Any]] = ()
     invalid: Mapping[str, str] = field(default_factory=dict)
     source_error: str | None = None
+    source_reason: str = "FetchFailed"  # SourceReady's reason while source_error is set
     previous: Mapping[str, Any] = field(default_factory=dict)  # the current status
 
 
@@ -187,7 +182,7 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
         return condition(t, s, reason, message, gen, previous, now)
 
     if obs.source_error:
-        source = cond("SourceReady", False, "FetchFailed", obs.source_error)
+        source = cond("SourceReady", False, obs.source_reason, obs.source_error)
     elif obs.commit:
         source = cond("SourceReady", True, "Fetched", f"fetched {obs.commit[:12]}")
     else:

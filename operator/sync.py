@@ -20,12 +20,10 @@ import kopf
 from modelrepo.format import DeploymentError, deployment_path, read_metadata, validate_folder
 from modelrepo.git import Credentials, GitError
 from modelrepo.operator import gitsource, kube, metrics
+from modelrepo.operator.keys import ANN_COMMIT, ANN_NAME, ANN_TREE, ANN_VERSION
 from modelrepo.operator.plan import make_plan, selected
+from modelrepo.operator.policy import POLICY, refusal
 from modelrepo.operator.render import (
-    ANN_COMMIT,
-    ANN_NAME,
-    ANN_TREE,
-    ANN_VERSION,
     Folder,
     FolderSettings,
     RepoRef,
@@ -48,6 +46,7 @@ class RepoState:
     folders: dict[str, Folder] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
     source_error: str | None = None
+    source_reason: str = "FetchFailed"
     failures: int = 0
 
 
@@ -71,17 +70,42 @@ def _credentials(repo: RepoRef) -> Credentials | None:
     return Credentials.from_secret_data(kube.read_secret(repo.namespace, repo.secret_name))
 
 
-def _source_failed(body: dict[str, Any], repo: RepoRef, state: RepoState, message: str, result: SyncResult) -> SyncResult:
-    """Report a git/Secret problem: status + one Event per new message; children untouched."""
+def _source_failed(
+    body: dict[str, Any], repo: RepoRef, state: RepoState, message: str, result: SyncResult,
+    reason: str = "FetchFailed",
+) -> SyncResult:
+    """Report a git/Secret problem or a refused spec: status + one Event per new message; children untouched."""
     metrics.SYNC_ERRORS.labels(repo.namespace, repo.name, "source").inc()
     if message != state.source_error:
-        kube.post_event(body, "Warning", "FetchFailed", message)
+        kube.post_event(body, "Warning", reason, message)
         log.warning("ModelRepo %s/%s: %s", repo.namespace, repo.name, message)
     state.source_error = message
+    state.source_reason = reason
     state.failures += 1
     result.error = message
     refresh_status(body, state)
     return result
+
+
+@dataclass
+class _Sync:
+    """One sync in progress: the ModelRepo, the commit it resolved to, and what it has done."""
+
+    body: dict[str, Any]
+    repo: RepoRef
+    state: RepoState
+    cache: Path
+    sha: str
+    creds: Credentials | None
+    generation: int
+    result: SyncResult
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.body.get("spec") or {}
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        kube.post_event(self.body, kind, reason, message)
 
 
 def sync(body: dict[str, Any], state: RepoState, cache_root: Path) -> SyncResult:
@@ -92,6 +116,9 @@ def sync(body: dict[str, Any], state: RepoState, cache_root: Path) -> SyncResult
     result = SyncResult()
     started = time.monotonic()
     try:
+        refused = refusal(spec, POLICY)  # before any git call: a URL with credentials never reaches git
+        if refused:
+            return _source_failed(body, repo, state, refused.message, result, refused.reason)
         try:
             creds = _credentials(repo)
             metrics.LS_REMOTE.labels(repo.namespace, repo.name).inc()
@@ -101,95 +128,103 @@ def sync(body: dict[str, Any], state: RepoState, cache_root: Path) -> SyncResult
         except kopf.PermanentError as exc:  # missing Secret
             return _source_failed(body, repo, state, str(exc), result)
         result.commit = sha
-        config = repo.config_hash()
         if (
-            sha == state.commit and config == state.config_hash
+            sha == state.commit and repo.config_hash() == state.config_hash
             and generation == state.generation and state.source_error is None
         ):
             refresh_status(body, state)
             metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
             return result
-        return _full_sync(body, repo, spec, state, cache_root, sha, creds, generation, result)
+        return _full_sync(_Sync(body, repo, state, cache_dir(cache_root, repo), sha, creds, generation, result))
     finally:
         metrics.SYNC_SECONDS.labels(repo.namespace, repo.name).observe(time.monotonic() - started)
 
 
-def _full_sync(
-    body: dict[str, Any], repo: RepoRef, spec: dict[str, Any], state: RepoState, cache_root: Path,
-    sha: str, creds: Credentials | None, generation: int, result: SyncResult,
-) -> SyncResult:
-    cache = cache_dir(cache_root, repo)
-    fetch_started = time.monotonic()
-    try:
-        gitsource.fetch(cache, repo.url, sha, creds, ref=repo.branch)
-        trees = folder_trees(cache, sha)
-        history = deployment_versions(cache, sha)
-    except (GitError, HistoryError) as exc:
-        return _source_failed(body, repo, state, f"fetching {sha[:12]}: {creds.redact(str(exc)) if creds else exc}", result)
-    metrics.FETCH_SECONDS.labels(repo.namespace, repo.name).observe(time.monotonic() - fetch_started)
-    result.fetched = True
-    recovered = state.source_error is not None
-    state.source_error = None
-    state.failures = 0
-
-    folders: dict[str, Folder] = {}
-    for name, tree in trees.items():
-        versions = history.get(name) or []
-        last = versions[-1] if versions else None
-        folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1)
-
+def _full_sync(run: _Sync) -> SyncResult:
+    """A new commit or spec: fetch, apply the changed folders, prune the removed, remember."""
+    recovered = run.state.source_error is not None
+    folders = _fetch_folders(run)
+    if folders is None:
+        return run.result
+    repo, spec = run.repo, run.spec
     deployments, services, _pods = kube.list_children(repo.namespace, repo.name)
-    config = repo.config_hash()
     plan = make_plan(
         repo.name, folders, deployments, services,
-        include=spec.get("include"), exclude=spec.get("exclude"), config_hash=config,
+        include=spec.get("include"), exclude=spec.get("exclude"), config_hash=repo.config_hash(),
     )
-    invalid = dict(plan.invalid)
-    existing = set(folders_from_children(deployments))
-    try:  # one round trip for every changed folder's files instead of one per file
-        gitsource.prefetch_blobs(cache, repo.url, sha, [deployment_path(f.name) for f in plan.apply], creds)
-    except GitError as exc:
-        log.info("prefetch of %d folders failed, files will be fetched one by one: %s", len(plan.apply), exc)
-    with tempfile.TemporaryDirectory(prefix="modelrepo-export-") as tmp:
-        exported: Path | None = Path(tmp)
-        try:
-            gitsource.export_folders(cache, repo.url, sha, [deployment_path(f.name) for f in plan.apply], Path(tmp), creds)
-        except GitError as exc:  # one bad path must not block the others: export one by one
-            log.info("exporting %d folders at once failed (%s); one by one", len(plan.apply), exc)
-            exported = None
-        for folder in plan.apply:
-            problem = _check_and_apply(repo, cache, sha, creds, folder, Path(tmp), exported)
-            if problem:
-                invalid[folder.name] = problem
-                kube.post_event(body, "Warning", "InvalidDeployment", problem)
-                continue
-            result.applied.append(folder.name)
-            existing.add(folder.name)
-            metrics.ROLLOUTS.labels(repo.namespace, repo.name).inc()
-            kube.post_event(
-                body, "Normal", "RollingOut",
-                f"{folder.name}: version {folder.version} (commit {folder.commit[:12]})",
-            )
+    invalid = {**plan.invalid, **_apply_changed(run, plan.apply)}
+    existing = set(folders_from_children(deployments)) | set(run.result.applied)
     for name in plan.services:
         if name in existing:
             kube.apply(render_service(repo, name))
     for child in plan.prune:
         kube.delete_child(repo.namespace, child)
-        result.pruned.append(child)
-        kube.post_event(body, "Normal", "Pruned", f"{child}: its folder is gone from {sha[:12]} or not selected")
+        run.result.pruned.append(child)
+        run.event("Normal", "Pruned", f"{child}: its folder is gone from {run.sha[:12]} or not selected")
     if recovered:
-        kube.post_event(body, "Normal", "FetchRecovered", f"fetched {sha[:12]}")
-
-    state.commit, state.config_hash, state.generation = sha, config, generation
+        run.event("Normal", "FetchRecovered", f"fetched {run.sha[:12]}")
+    state = run.state
+    state.commit, state.config_hash, state.generation = run.sha, repo.config_hash(), run.generation
     state.folders = {
         n: f for n, f in folders.items()
         if n not in plan.invalid and selected(n, spec.get("include"), spec.get("exclude"))
     }
-    state.invalid = invalid
-    result.invalid = invalid
-    refresh_status(body, state, synced=True)
+    state.invalid = run.result.invalid = invalid
+    refresh_status(run.body, state, synced=True)
     metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
-    return result
+    return run.result
+
+
+def _fetch_folders(run: _Sync) -> dict[str, Folder] | None:
+    """Fetch the commit (blobless) and read every folder's tree and version; None on failure."""
+    repo, sha = run.repo, run.sha
+    fetch_started = time.monotonic()
+    try:
+        gitsource.fetch(run.cache, repo.url, sha, run.creds, ref=repo.branch)
+        trees = folder_trees(run.cache, sha)
+        history = deployment_versions(run.cache, sha)
+    except (GitError, HistoryError) as exc:
+        message = f"fetching {sha[:12]}: {run.creds.redact(str(exc)) if run.creds else exc}"
+        _source_failed(run.body, repo, run.state, message, run.result)
+        return None
+    metrics.FETCH_SECONDS.labels(repo.namespace, repo.name).observe(time.monotonic() - fetch_started)
+    run.result.fetched = True
+    run.state.source_error = None
+    run.state.failures = 0
+    folders: dict[str, Folder] = {}
+    for name, tree in trees.items():
+        versions = history.get(name) or []
+        last = versions[-1] if versions else None
+        folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1)
+    return folders
+
+
+def _apply_changed(run: _Sync, changed: list[Folder]) -> dict[str, str]:
+    """Export, check and apply each changed folder; the problems of those refused, by name."""
+    repo, sha = run.repo, run.sha
+    paths = [deployment_path(f.name) for f in changed]
+    invalid: dict[str, str] = {}
+    try:  # one round trip for every changed folder's files instead of one per file
+        gitsource.prefetch_blobs(run.cache, repo.url, sha, paths, run.creds)
+    except GitError as exc:
+        log.info("prefetch of %d folders failed, files will be fetched one by one: %s", len(changed), exc)
+    with tempfile.TemporaryDirectory(prefix="modelrepo-export-") as tmp:
+        exported: Path | None = Path(tmp)
+        try:
+            gitsource.export_folders(run.cache, repo.url, sha, paths, Path(tmp), run.creds)
+        except GitError as exc:  # one bad path must not block the others: export one by one
+            log.info("exporting %d folders at once failed (%s); one by one", len(changed), exc)
+            exported = None
+        for folder in changed:
+            problem = _check_and_apply(repo, run.cache, sha, run.creds, folder, Path(tmp), exported)
+            if problem:
+                invalid[folder.name] = problem
+                run.event("Warning", "InvalidDeployment", problem)
+                continue
+            run.result.applied.append(folder.name)
+            metrics.ROLLOUTS.labels(repo.namespace, repo.name).inc()
+            run.event("Normal", "RollingOut", f"{folder.name}: version {folder.version} (commit {folder.commit[:12]})")
+    return invalid
 
 
 def _check_and_apply(
@@ -242,7 +277,7 @@ def refresh_status(body: dict[str, Any], state: RepoState, *, synced: bool = Fal
         commit=state.commit or previous.get("commit"),
         folders=state.folders or folders_from_children(deployments),
         deployments=deployments, pods=pods, invalid=state.invalid,
-        source_error=state.source_error, previous=previous,
+        source_error=state.source_error, source_reason=state.source_reason, previous=previous,
     ))
     if synced and status.get("commit") != previous.get("commit"):
         status["lastSyncTime"] = now_iso()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 
 import pytest
 import yaml
 from fixtures.helm import CHART
+
+from modelrepo.operator.policy import PodPolicy
+from modelrepo.operator.render import RUNTIME_PORT
 
 ROOT = CHART.parents[1]
 
@@ -55,6 +59,7 @@ def test_default_install_is_cluster_wide_with_minimal_verbs(helm):
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",
         "Service",
         "ServiceAccount",
     ]
@@ -187,6 +192,8 @@ def test_no_template_output_for_a_disabled_service_account(helm):
 @pytest.mark.parametrize(
     "bad",
     [
+        "modelPods.modelSizeLimit=lots",
+        "modelPods.allowedImages=notalist",
         "watchNamespaces=notalist",
         "watchNamespaces={Not_A_Namespace}",
         "image.pullPolicy=Sometimes", "operator.logFormat=xml",
@@ -197,3 +204,82 @@ def test_bad_values_fail_with_a_message_naming_the_value(helm, bad):
     proc = helm.run("template", "x", str(CHART), "--set", bad, check=False)
     assert proc.returncode != 0
     assert bad.split("=")[0].split(".")[-1] in proc.stderr
+
+
+def test_model_pod_policy_and_defaults_reach_the_operator_as_env(helm):
+    env = {e["name"]: e.get("value") for e in operator_container(helm.template())["env"]}
+    # defaults: only the runtime image, no service account, any Secret but the git credentials
+    assert env["MODELREPO_ALLOWED_IMAGES"] == ""
+    assert env["MODELREPO_ALLOWED_SERVICE_ACCOUNTS"] == ""
+    assert env["MODELREPO_ALLOWED_ENV_SECRETS"] == "*"
+    assert json.loads(env["MODELREPO_DEFAULT_RESOURCES"])["limits"]["memory"]
+    assert json.loads(env["MODELREPO_INIT_RESOURCES"])["limits"]["memory"]
+    assert env["MODELREPO_MODEL_SIZE_LIMIT"] and env["MODELREPO_TMP_SIZE_LIMIT"]
+    env = {e["name"]: e.get("value") for e in operator_container(helm.template(
+        "--set", "modelPods.allowedImages={registry.example/models/*,python:3.11}",
+        "--set", "modelPods.allowedServiceAccounts={reader}",
+        "--set", "modelPods.allowedEnvSecrets=null",
+        "--set", "modelPods.resources.limits.memory=8Gi,modelPods.modelSizeLimit=20Gi",
+    ))["env"]}
+    assert env["MODELREPO_ALLOWED_IMAGES"] == "registry.example/models/*,python:3.11"
+    assert env["MODELREPO_ALLOWED_SERVICE_ACCOUNTS"] == "reader"
+    assert env["MODELREPO_ALLOWED_ENV_SECRETS"] == ""
+    assert json.loads(env["MODELREPO_DEFAULT_RESOURCES"])["limits"] == {"memory": "8Gi"}
+    assert env["MODELREPO_MODEL_SIZE_LIMIT"] == "20Gi"
+    # what the chart passes is what the operator reads
+    policy = PodPolicy.from_env(env)
+    assert policy.images == ("registry.example/models/*", "python:3.11")
+    assert policy.allowed_env_secrets == () and policy.model_size_limit == "20Gi"
+
+
+def _policies(docs: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in by_kind(docs).get("NetworkPolicy", [])}
+
+
+def test_network_policy_of_the_operator_opens_only_webhook_metrics_dns_api_and_git(helm):
+    docs = helm.template()
+    (policy,) = _policies(docs).values()  # cluster-wide install: no model-pod namespaces known
+    spec = policy["spec"]
+    (deployment,) = by_kind(docs)["Deployment"]
+    assert spec["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = spec["ingress"]
+    assert {p["port"] for p in ingress["ports"]} == {"webhook", "metrics"}
+    egress_ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 443, 6443, 22, 9418}
+    assert all(rule.get("ports") for rule in spec["egress"])  # no rule opens every port
+    narrowed = helm.template(
+        "--set", "networkPolicy.operator.gitEgress[0].to[0].ipBlock.cidr=192.0.2.0/24",
+        "--set", "networkPolicy.operator.gitEgress[0].ports[0].port=443",
+    )
+    (policy,) = _policies(narrowed).values()
+    assert {"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [{"port": 443}]} in policy["spec"]["egress"]
+    assert "NetworkPolicy" not in by_kind(helm.template("--set", "networkPolicy.enabled=false"))
+
+
+def test_network_policy_of_model_pods_opens_only_the_serving_port(helm):
+    docs = helm.template("--set", "watchNamespaces={ml,team-a}")
+    policies = _policies(docs)
+    model = {ns: p for (ns, name), p in policies.items() if name.endswith("-model-pods")}
+    assert sorted(model) == ["ml", "team-a"]
+    spec = model["ml"]["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "modelrepo"}}
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]  # the runtime container's port name
+    assert rule["from"] == [{"podSelector": {}}]  # the same namespace only
+    custom = _policies(helm.template(
+        "--set", "networkPolicy.modelPods.namespaces={prod}",
+        "--set", "networkPolicy.modelPods.ingressFrom[0].namespaceSelector.matchLabels.role=ingress",
+    ))
+    (prod,) = [p for (ns, _), p in custom.items() if ns == "prod"]
+    assert prod["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"role": "ingress"}}}]
+
+
+def test_model_pod_port_name_matches_the_rendered_runtime_container():
+    from modelrepo.operator.render import Folder, FolderSettings, RepoRef, render_deployment
+
+    repo = RepoRef(name="m", namespace="ml", uid="u", url="git://h/r.git", branch="main")
+    pod = render_deployment(repo, Folder("A", "t", "c" * 40, 1), FolderSettings())["spec"]["template"]["spec"]
+    assert [p["name"] for p in pod["containers"][0]["ports"]] == ["http"]
+    assert pod["containers"][0]["ports"][0]["containerPort"] == RUNTIME_PORT

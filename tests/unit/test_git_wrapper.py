@@ -53,7 +53,7 @@ def test_try_run_and_rev_parse_answer_none_for_no(tmp_path):
 
 @pytest.mark.parametrize("url, has", [
     ("https://u:p@host/r.git", True), ("git://tok@host/r", True), ("https://host/r.git", False),
-    ("git@host:org/r.git", False), ("/srv/repo", False),
+    ("git@host:org/r.git", False), ("/srv/repo", False), ("ssh://git@host/r.git", False),
 ])
-def test_url_has_userinfo(url, has):
-    assert git.url_has_userinfo(url) is has
+def test_url_has_credentials(url, has):
+    assert git.url_has_credentials(url) is has

@@ -119,10 +119,16 @@ def test_fetch_command_checks_the_folder(git_servers, repo, tmp_path, capsys):
         (secret_dir / key).write_bytes(value)
     rc = cli_main([
         "fetch", "--url", git_servers.http_url(name), "--commit", second, "--path", "deployments/B",
-        "--dest", str(tmp_path / "model"), "--credentials", str(secret_dir), "--ref", "main", "--check",
+        "--dest", str(tmp_path / "model"), "--credentials", str(secret_dir), "--ref", "main",
     ])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "model" / "deployments" / "B" / "source.py").is_file()
+    # git only, and nothing left that holds a credential: no .git at all
+    assert not (tmp_path / "model" / ".git").exists()
+    left = b"".join(p.read_bytes() for p in (tmp_path / "model").rglob("*") if p.is_file())
+    assert git_servers.basic_auth_secret()["password"] not in left
+    rc = cli_main(["check", "--dir", str(tmp_path / "model" / "deployments" / "B")])
+    assert rc == 0, capsys.readouterr().err
 
 
 def test_fetch_command_fails_clearly_on_a_failing_doctest(git_servers, tmp_path, capsys):
@@ -132,8 +138,10 @@ def test_fetch_command_fails_clearly_on_a_failing_doctest(git_servers, tmp_path,
     sha = work.commit_push("wrong doctest")
     rc = cli_main([
         "fetch", "--url", git_servers.daemon_url("doctest-fails"), "--commit", sha, "--path", "deployments/C",
-        "--dest", str(tmp_path / "model"), "--check",
+        "--dest", str(tmp_path / "model"),
     ])
+    assert rc == 0, capsys.readouterr().err
+    rc = cli_main(["check", "--dir", str(tmp_path / "model" / "deployments" / "C")])
     err = capsys.readouterr().err
     assert rc == 1
     assert "C(4)" in err and "expected '9'" in err and "got '8'" in err

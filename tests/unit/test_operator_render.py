@@ -1,7 +1,8 @@
-"""Rendering of a folder's Deployment and Service (DESIGN §6)."""
+"""Rendering of a folder's Deployment and Service (docs/operator.md, "The pods")."""
 
+from modelrepo.operator.keys import ANN_COMMIT
+from modelrepo.operator.policy import PodPolicy
 from modelrepo.operator.render import (
-    ANN_COMMIT,
     Folder,
     FolderSettings,
     RepoRef,
@@ -89,3 +90,55 @@ def test_service_selects_the_deployment_pods():
     assert s["metadata"]["name"] == d["metadata"]["name"]
     assert s["spec"]["selector"] == d["spec"]["selector"]["matchLabels"]
     assert s["spec"]["ports"][0]["port"] == 80 and s["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def _containers(pod):
+    return {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
+
+
+def test_only_the_git_container_sees_the_secret_and_repository_code_runs_without_it():
+    pod = render_deployment(REPO, FOLDER, FolderSettings())["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch", "check"]
+    by_name = _containers(pod)
+    fetch, check, runtime = by_name["fetch"], by_name["check"], by_name["runtime"]
+    assert "--check" not in fetch["args"]  # fetch runs git only
+    assert check["args"] == ["check", "--dir", "/model/deployments/Linear_Model"]
+    for c in (check, runtime):
+        assert {m["name"] for m in c["volumeMounts"]} == {"model", "tmp"}
+        assert all(m["readOnly"] for m in c["volumeMounts"] if m["name"] == "model")
+        assert not [e for e in c["env"] if "secretKeyRef" in (e.get("valueFrom") or {})]
+    # fetch has its own scratch space: nothing it writes there (askpass, ssh key) reaches the others
+    assert {m["name"] for m in fetch["volumeMounts"]} == {"model", "git-tmp", "git-credentials"}
+    assert pod.get("serviceAccountName") is None and pod["automountServiceAccountToken"] is False
+
+
+def test_no_userinfo_in_the_pod_spec_even_if_the_url_had_some():
+    for url in ("https://user:hunter22@git.example/acme/m.git", "https://ghp_tokentoken@git.example/acme/m.git"):
+        repo = RepoRef(name="m", namespace="ml", uid="u", url=url, branch="main", secret_name="git")
+        text = repr(render_deployment(repo, FOLDER, FolderSettings()))
+        assert "hunter22" not in text and "ghp_tokentoken" not in text
+        args = render_deployment(repo, FOLDER, FolderSettings())["spec"]["template"]["spec"]["initContainers"][0]["args"]
+        assert args[args.index("--url") + 1] == "https://git.example/acme/m.git"
+    ssh = RepoRef(name="m", namespace="ml", uid="u", url="ssh://git@git.example/acme/m.git", branch="main")
+    args = render_deployment(ssh, FOLDER, FolderSettings())["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert "ssh://git@git.example/acme/m.git" in args  # a bare ssh user is no credential
+
+
+def test_fail_safe_resources_and_size_limits_when_nothing_sets_them():
+    policy = PodPolicy(
+        resources={"requests": {"cpu": "1"}, "limits": {"memory": "3Gi"}},
+        init_resources={"limits": {"memory": "100Mi"}}, model_size_limit="7Gi", tmp_size_limit="300Mi",
+    )
+    repo = RepoRef(name="m", namespace="ml", uid="u", url="git://h/r.git", branch="main")
+    pod = render_deployment(repo, FOLDER, FolderSettings(), policy)["spec"]["template"]["spec"]
+    by_name = _containers(pod)
+    assert by_name["runtime"]["resources"] == {"requests": {"cpu": "1"}, "limits": {"memory": "3Gi"}}
+    assert by_name["check"]["resources"] == by_name["runtime"]["resources"]  # it loads the same model
+    assert by_name["fetch"]["resources"] == {"limits": {"memory": "100Mi"}}
+    sizes = {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod["volumes"] if "emptyDir" in v}
+    assert sizes == {"model": "7Gi", "tmp": "300Mi", "git-tmp": "300Mi"}
+    # what the folder or the ModelRepo sets wins
+    own = render_deployment(repo, FOLDER, FolderSettings(resources={"limits": {"memory": "9Gi"}}), policy)
+    assert own["spec"]["template"]["spec"]["containers"][0]["resources"] == {"limits": {"memory": "9Gi"}}
+    # a change of the defaults rolls every child
+    assert repo.config_hash(policy) != repo.config_hash(PodPolicy())

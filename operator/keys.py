@@ -1,0 +1,19 @@
+"""The names the operator owns on the Kubernetes API: its resource, and the labels and
+annotations it writes on the children (docs/operator.md). Every module reads them from here."""
+
+from __future__ import annotations
+
+GROUP = "modelrepo.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelRepo"
+PLURAL = "modelrepos"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelrepo"}
+LABEL_REPO = f"{GROUP}/repo"
+LABEL_DEPLOYMENT = f"{GROUP}/deployment"
+LABEL_COMMIT = f"{GROUP}/commit"
+ANN_COMMIT = f"{GROUP}/commit"
+ANN_NAME = f"{GROUP}/name"
+ANN_TREE = f"{GROUP}/tree"
+ANN_CONFIG = f"{GROUP}/config"
+ANN_VERSION = f"{GROUP}/version"
