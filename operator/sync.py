@@ -33,7 +33,7 @@ from modelrepo.operator.render import (
     render_service,
 )
 from modelrepo.operator.status import Observation, build_status, now_iso, same_status
-from modelrepo.repository import HistoryError, deployment_versions, folder_trees
+from modelrepo.repository import HistoryError, archived_folders, deployment_versions, folder_trees
 
 log = logging.getLogger("modelrepo.operator")
 
@@ -47,6 +47,7 @@ class RepoState:
     generation: int | None = None
     folders: dict[str, Folder] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
+    archived: set[str] = field(default_factory=set)  # folders with Modelbit's .archived marker
     source_error: str | None = None
     failures: int = 0
 
@@ -123,6 +124,7 @@ def _full_sync(
     try:
         gitsource.fetch(cache, repo.url, sha, creds, ref=repo.branch)
         trees = folder_trees(cache, sha)
+        archived = archived_folders(cache, sha, set(trees))
         history = deployment_versions(cache, sha)
     except (GitError, HistoryError) as exc:
         return _source_failed(body, repo, state, f"fetching {sha[:12]}: {creds.redact(str(exc)) if creds else exc}", result)
@@ -142,7 +144,7 @@ def _full_sync(
     config = repo.config_hash()
     plan = make_plan(
         repo.name, folders, deployments, services,
-        include=spec.get("include"), exclude=spec.get("exclude"), config_hash=config,
+        include=spec.get("include"), exclude=spec.get("exclude"), config_hash=config, archived=archived,
     )
     invalid = dict(plan.invalid)
     existing = set(folders_from_children(deployments))
@@ -176,7 +178,7 @@ def _full_sync(
     for child in plan.prune:
         kube.delete_child(repo.namespace, child)
         result.pruned.append(child)
-        kube.post_event(body, "Normal", "Pruned", f"{child}: its folder is gone from {sha[:12]} or not selected")
+        kube.post_event(body, "Normal", "Pruned", f"{child}: its folder is gone from {sha[:12]}, archived or not selected")
     if recovered:
         kube.post_event(body, "Normal", "FetchRecovered", f"fetched {sha[:12]}")
 
@@ -186,6 +188,7 @@ def _full_sync(
         if n not in plan.invalid and selected(n, spec.get("include"), spec.get("exclude"))
     }
     state.invalid = invalid
+    state.archived = set(plan.archived)
     result.invalid = invalid
     refresh_status(body, state, synced=True)
     metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
@@ -241,7 +244,7 @@ def refresh_status(body: dict[str, Any], state: RepoState, *, synced: bool = Fal
         repo=repo, generation=int(body["metadata"].get("generation") or 0),
         commit=state.commit or previous.get("commit"),
         folders=state.folders or folders_from_children(deployments),
-        deployments=deployments, pods=pods, invalid=state.invalid,
+        deployments=deployments, pods=pods, invalid=state.invalid, archived=state.archived,
         source_error=state.source_error, previous=previous,
     ))
     if synced and status.get("commit") != previous.get("commit"):

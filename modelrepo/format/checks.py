@@ -11,6 +11,7 @@ from pathlib import Path
 
 from modelrepo.format.errors import DeploymentError
 from modelrepo.format.layout import NAME_RULE, REQUIREMENTS_FILE, SOURCE_FILE, is_valid_name
+from modelrepo.format.links import link_problems
 from modelrepo.format.metadata import Metadata, read_metadata
 from modelrepo.format.requirements import requirement_problems
 from modelrepo.format.stubs import find_stubs
@@ -36,7 +37,10 @@ def validate_folder(folder: str | Path) -> list[DeploymentError]:
             DeploymentError(requirements, problem)
             for problem in requirement_problems(requirements.read_text(encoding="utf-8"))
         )
-    errors.extend(DeploymentError(path, problem) for path, problem in find_stubs(folder))
+    links = link_problems(folder)
+    errors.extend(DeploymentError(path, problem) for path, problem in links)
+    broken = {path for path, _ in links}
+    errors.extend(DeploymentError(path, problem) for path, problem in find_stubs(folder) if path not in broken)
     return errors
 
 
