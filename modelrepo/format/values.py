@@ -26,7 +26,7 @@ def load_value(path: str | os.PathLike[str]) -> Any:
     caller_file = sys._getframe(1).f_globals.get("__file__")
     folder = Path(caller_file).resolve().parent if caller_file else Path.cwd().resolve()
     target = (folder / path).resolve()
-    if Path(path).is_absolute() or not _loadable(target, folder):
+    if Path(path).is_absolute() or not loadable(target, folder):
         raise ValueError(f"load_value({str(path)!r}): only files inside {folder} can be loaded")
     if not target.is_file():
         raise FileNotFoundError(f"load_value({str(path)!r}): no file {target}")
@@ -42,7 +42,7 @@ def load_value(path: str | os.PathLike[str]) -> Any:
         _loading.namespace = previous
 
 
-def _loadable(target: Path, folder: Path) -> bool:
+def loadable(target: Path, folder: Path) -> bool:
     """Inside the folder, or (through a link) in the repository's common/ folder."""
     if target.is_relative_to(folder):
         return True
