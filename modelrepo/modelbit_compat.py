@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import json
-import logging
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +24,6 @@ from modelrepo.format.layout import SOURCE_FILE
 from modelrepo.format.values import load_value
 
 MODULE_NAME = "modelbit"
-log = logging.getLogger("modelrepo.deployment")
 
 __all__ = [
     "get_dataset", "get_secret", "install", "load_value", "log_image", "parseArg",
@@ -87,7 +85,9 @@ def _describe(value: Any) -> str:
 
 def _log_to_deployment(kind: str, value: Any, **details: Any) -> None:
     extra = "".join(f" {k}={v!r}" for k, v in details.items() if v is not None)
-    log.info("%s: %s %s%s", _caller_deployment(3), kind, _describe(value), extra)
+    # stderr is the deployment's log (the pod's container log, `modelrepo serve`'s output), and
+    # unlike stdout it is not what a docstring example compares
+    print(f"{_caller_deployment(3)}: {kind} {_describe(value)}{extra}", file=sys.stderr, flush=True)
 
 
 def log_image(image: Any, *args: Any, **kwargs: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import pickle
 import subprocess
 import sys
@@ -53,7 +52,7 @@ def test_without_install_there_is_no_modelbit(tmp_path):
     assert "No module named 'modelbit'" in proc.stderr
 
 
-def test_source_py_loads_values_relative_to_itself_and_logs_with_its_name(tmp_path, caplog):
+def test_source_py_loads_values_relative_to_itself_and_logs_with_its_name(tmp_path, capsys):
     folder = tmp_path / "deployments" / "Lookup"
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "table.pkl").write_bytes(pickle.dumps({"a": 1}))
@@ -67,9 +66,8 @@ def test_source_py_loads_values_relative_to_itself_and_logs_with_its_name(tmp_pa
 
     loaded = load_deployment(folder)
     try:
-        with caplog.at_level(logging.INFO, logger="modelrepo.deployment"):
-            assert loaded.function("a") == 1
-        assert any(r.getMessage().startswith("Lookup: log_image ") and "'key': 'a'" in r.getMessage() for r in caplog.records)
+        assert loaded.function("a") == 1
+        assert capsys.readouterr().err == "Lookup: log_image {'key': 'a'}\n"
     finally:
         unload(loaded)
 
