@@ -14,12 +14,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from modelrepo.format import DeploymentError, DoctestFailure, load_deployment, run_doctests
+from modelrepo.modelbit_compat import install as install_modelbit
 
 # The result line is marked, so output of the user's code on stdout cannot be mistaken for it.
 _MARKER = "modelrepo-doctest-gate:"
 
 
 def main(argv: list[str]) -> int:
+    install_modelbit()  # `import modelbit` in source.py, as the runtime allows it
     folder, check_python = argv[0], "--no-python-check" not in argv
     result: dict[str, object] = {"error": None, "failures": []}
     try:

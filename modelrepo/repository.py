@@ -18,9 +18,14 @@ from modelrepo import git
 from modelrepo.format import (
     DEPLOYMENTS_DIR,
     LOG_ARGS,
+    SYMLINK_MODE,
     DeploymentError,
     Version,
+    archived_marker_path,
+    common_targets,
+    deployment_of,
     deployment_path,
+    link_target,
     parse_log,
 )
 
@@ -92,29 +97,69 @@ def read_blob(repo: Repo, oid: str) -> bytes:
     return git.run(["cat-file", "blob", oid], cwd=repo, binary=True)  # type: ignore[return-value]
 
 
+def archived_folders(repo: Repo, commit: str, names: list[str] | set[str]) -> set[str]:
+    """The deployments among `names` that carry the `.archived` marker at `commit` (no blob read)."""
+    if not names:
+        return set()
+    paths = [archived_marker_path(name) for name in sorted(names)]
+    out = git.run(["ls-tree", "-z", "--name-only", commit, "--", *paths], cwd=repo)
+    return {deployment_of(p) or "" for p in out.split("\0") if p} - {""}
+
+
+def linked_common_paths(repo: Repo, commit: str, name: str) -> list[str]:
+    """The common/ paths that deployments/<name>/'s symbolic links point to at `commit`.
+
+    Raises DeploymentError naming the first link that points anywhere but common/ (or inside its
+    own folder), or whose target does not exist at `commit`.
+    """
+    prefix = deployment_path(name) + "/"
+    links = {
+        prefix + rel: read_blob(repo, oid).decode("utf-8", errors="replace")
+        for rel, (mode, oid) in folder_blobs(repo, commit, name).items() if mode == SYMLINK_MODE
+    }
+    needed, problems = common_targets(links)
+    for link, problem in sorted(problems.items()):
+        raise DeploymentError(link, problem)
+    if needed:
+        out = git.run(["ls-tree", "-r", "-z", "--name-only", commit, "--", *needed], cwd=repo)
+        present = [p for p in out.split("\0") if p]
+        for path in needed:
+            if not any(p == path or p.startswith(path + "/") for p in present):
+                link = next(k for k, v in links.items() if link_target(k, v)[0] == path)
+                raise DeploymentError(link, f"is a symbolic link to {links[link]!r}, but {path} does not exist at commit {commit[:7]}")
+    return needed
+
+
 def extract_folder(repo: Repo, commit: str, name: str, cache_dir: str | os.PathLike[str]) -> Path:
-    """`deployments/<name>/` as committed at `commit`, extracted once into `cache_dir`."""
-    dest = Path(cache_dir) / "trees" / commit / name
+    """`deployments/<name>/` as committed at `commit`, extracted once into `cache_dir`.
+
+    The folder is extracted in a repository-shaped tree (`<root>/deployments/<name>`) together
+    with the common/ files its symbolic links point to, so Modelbit's shared-file links resolve;
+    a link anywhere else is refused by name (DeploymentError). Returns the folder's path.
+    """
+    root = Path(cache_dir) / "trees" / commit / name
+    dest = root / DEPLOYMENTS_DIR / name
     if dest.is_dir():
         return dest
     path = deployment_path(name)
     try:
         listing = git.run(["ls-tree", "-d", "--name-only", commit, path], cwd=repo)
-        archive = git.run(["archive", "--format=tar", commit, path], cwd=repo, binary=True) if listing else b""
+        if not listing:
+            raise DeploymentError(path, f"does not exist at commit {commit[:7]}")
+        common = linked_common_paths(repo, commit, name)
+        archive = git.run(["archive", "--format=tar", commit, path, *common], cwd=repo, binary=True)
     except git.GitError as exc:
         raise DeploymentError(path, f"cannot read it at commit {commit[:7]}: {exc.stderr}") from None
-    if not listing:
-        raise DeploymentError(path, f"does not exist at commit {commit[:7]}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest.parent))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root.parent))
     try:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:  # type: ignore[arg-type]
             if hasattr(tarfile, "data_filter"):
-                tar.extractall(staging, filter="data")  # no absolute paths, no links leaving the folder
+                tar.extractall(staging, filter="data")  # no absolute paths, no links leaving the tree
             else:  # pragma: no cover - Pythons before the tarfile filters
                 tar.extractall(staging)  # noqa: S202
         try:
-            (staging / DEPLOYMENTS_DIR / name).rename(dest)
+            staging.rename(root)
         except OSError:
             if not dest.is_dir():  # another thread extracted it first: fine
                 raise

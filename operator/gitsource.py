@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelrepo.format import common_targets
+from modelrepo.format.links import folder_links
 from modelrepo.git import (
     SHA_RE,
     Credentials,
@@ -121,13 +123,37 @@ def export_folders(
     with environment(creds, url) as env:
         env["GIT_INDEX_FILE"] = str(dest / ".modelrepo-index")
         try:
-            run(
-                ["--git-dir", str(cache), "--work-tree", str(dest), "checkout", "-q", sha, "--", *paths],
-                env=env, creds=creds,
-            )
+            def checkout(wanted: list[str]) -> None:
+                run(
+                    ["--git-dir", str(cache), "--work-tree", str(dest), "checkout", "-q", sha, "--", *wanted],
+                    env=env, creds=creds,
+                )
+
+            checkout(paths)
+            common = _existing(cache, sha, linked_common(dest, paths))
+            if common:  # Modelbit's shared files, linked into the folders from common/
+                checkout(common)
         finally:
             Path(env["GIT_INDEX_FILE"]).unlink(missing_ok=True)
     return dest
+
+
+def linked_common(root: Path, paths: list[str]) -> list[str]:
+    """The common/ paths the symbolic links under `root/<path>` point to (refused links skipped:
+    the folder check names them)."""
+    links: dict[str, str] = {}
+    for path in paths:
+        links.update(folder_links(root, path))
+    return common_targets(links)[0]
+
+
+def _existing(cache: Path | None, sha: str, paths: list[str], cwd: Path | None = None) -> list[str]:
+    """Those of `paths` that exist at `sha` (a dangling link is named by the folder check)."""
+    if not paths:
+        return []
+    out = run(["ls-tree", "-r", "-z", "--name-only", sha, "--", *paths], cwd=cache or cwd)
+    present = [p for p in out.split("\0") if p]
+    return [p for p in paths if any(q == p or q.startswith(p + "/") for q in present)]
 
 
 def export_folder(
@@ -162,6 +188,9 @@ def sparse_checkout(
                 raise
             git("fetch", "-q", "--no-tags", "--filter=blob:none", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}")
         git("-c", "advice.detachedHead=false", "checkout", "-q", sha)
+        common = _existing(None, sha, linked_common(dest, [path.strip("/")]), cwd=dest)
+        if common:  # Modelbit's shared files: the common/ paths the folder's links point to
+            git("sparse-checkout", "add", *(f"/{p}" for p in common))
     folder = dest / path
     if not folder.is_dir():
         raise GitError(f"{path} does not exist at commit {sha[:12]}")

@@ -8,7 +8,7 @@ successful fetch, so an unreachable repository can never prune anything.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ class Plan:
     services: list[str] = field(default_factory=list)  # folder names whose Service is missing/stale
     prune: list[str] = field(default_factory=list)  # child names (Deployment and Service) to delete
     invalid: dict[str, str] = field(default_factory=dict)  # folder name -> problem
+    archived: list[str] = field(default_factory=list)  # folders with Modelbit's .archived marker
 
     @property
     def changes(self) -> bool:
@@ -56,7 +57,9 @@ def make_plan(
     include: Iterable[str] | None = None,
     exclude: Iterable[str] | None = None,
     config_hash: str = "",
+    archived: Collection[str] = (),
 ) -> Plan:
+    """Archived folders are neither applied nor kept: their children are pruned."""
     plan = Plan()
     by_child = {_name(d): d for d in deployments}
     svc_by_child = {_name(s): s for s in services}
@@ -69,6 +72,9 @@ def make_plan(
             plan.invalid[name] = f"{deployment_path(name)}: {problem} (a Python identifier)"
             continue
         if not selected(name, include, exclude):
+            continue
+        if name in archived:
+            plan.archived.append(name)
             continue
         child = child_name(repo_name, name)
         if child in owners:

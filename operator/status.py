@@ -121,6 +121,7 @@ class Observation:
     source_error: str | None = None
     source_reason: str = "FetchFailed"  # SourceReady's reason while source_error is set
     previous: Mapping[str, Any] = field(default_factory=dict)  # the current status
+    archived: Iterable[str] = ()  # folders with Modelbit's .archived marker: listed, not served
 
 
 def _pods_of(pods: list[Mapping[str, Any]], child: str, deploy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -139,8 +140,13 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     degraded: list[str] = []
     progressing: list[str] = []
+    archived = set(obs.archived)
     names = sorted(set(obs.folders) | set(obs.invalid))
     for name in names:
+        if name in archived and name not in obs.invalid:
+            entries.append({"name": name, "ready": False, "replicas": 0, "readyReplicas": 0,
+                            "message": "archived"})
+            continue
         folder = obs.folders.get(name)
         deploy = by_child.get(child_name(obs.repo.name, name))
         entry: dict[str, Any] = {"name": name, "url": service_url(obs.repo, name)}
@@ -192,9 +198,10 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
     prog = cond("Progressing", bool(progressing), "RollingOut" if progressing else "Complete",
                 f"rolling out: {', '.join(progressing)}" if progressing else "every rollout is complete")
     ready_count = sum(1 for e in entries if e.get("ready"))
+    served = [e for e in entries if e["name"] not in archived or e["name"] in obs.invalid]
     all_ready = source["status"] == "True" and not degraded and not progressing
     if all_ready:
-        ready = cond("Ready", True, "Serving", f"{ready_count}/{len(entries)} deployments serve {obs.commit[:12] if obs.commit else ''}")
+        ready = cond("Ready", True, "Serving", f"{ready_count}/{len(served)} deployments serve {obs.commit[:12] if obs.commit else ''}")
     elif source["status"] == "False":
         ready = cond("Ready", False, "SourceNotReady", source["message"])
     elif degraded:
@@ -204,7 +211,7 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
 
     status: dict[str, Any] = {
         "observedGeneration": gen,
-        "ready": f"{ready_count}/{len(entries)}",
+        "ready": f"{ready_count}/{len(served)}",
         "deployments": entries,
         "conditions": [ready, source, prog, deg],
     }

@@ -31,7 +31,7 @@ from modelrepo.operator.render import (
     render_service,
 )
 from modelrepo.operator.status import Observation, build_status, now_iso, same_status
-from modelrepo.repository import HistoryError, deployment_versions, folder_trees
+from modelrepo.repository import HistoryError, archived_folders, deployment_versions, folder_trees
 
 log = logging.getLogger("modelrepo.operator")
 
@@ -45,6 +45,7 @@ class RepoState:
     generation: int | None = None
     folders: dict[str, Folder] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
+    archived: set[str] = field(default_factory=set)  # folders with Modelbit's .archived marker
     source_error: str | None = None
     source_reason: str = "FetchFailed"
     failures: int = 0
@@ -143,14 +144,16 @@ def sync(body: dict[str, Any], state: RepoState, cache_root: Path) -> SyncResult
 def _full_sync(run: _Sync) -> SyncResult:
     """A new commit or spec: fetch, apply the changed folders, prune the removed, remember."""
     recovered = run.state.source_error is not None
-    folders = _fetch_folders(run)
-    if folders is None:
+    fetched = _fetch_folders(run)
+    if fetched is None:
         return run.result
+    folders, archived = fetched
     repo, spec = run.repo, run.spec
     deployments, services, _pods = kube.list_children(repo.namespace, repo.name)
     plan = make_plan(
         repo.name, folders, deployments, services,
         include=spec.get("include"), exclude=spec.get("exclude"), config_hash=repo.config_hash(),
+        archived=archived,
     )
     invalid = {**plan.invalid, **_apply_changed(run, plan.apply)}
     existing = set(folders_from_children(deployments)) | set(run.result.applied)
@@ -160,7 +163,7 @@ def _full_sync(run: _Sync) -> SyncResult:
     for child in plan.prune:
         kube.delete_child(repo.namespace, child)
         run.result.pruned.append(child)
-        run.event("Normal", "Pruned", f"{child}: its folder is gone from {run.sha[:12]} or not selected")
+        run.event("Normal", "Pruned", f"{child}: its folder is gone from {run.sha[:12]}, archived or not selected")
     if recovered:
         run.event("Normal", "FetchRecovered", f"fetched {run.sha[:12]}")
     state = run.state
@@ -170,18 +173,22 @@ def _full_sync(run: _Sync) -> SyncResult:
         if n not in plan.invalid and selected(n, spec.get("include"), spec.get("exclude"))
     }
     state.invalid = run.result.invalid = invalid
+    state.archived = set(plan.archived)
     refresh_status(run.body, state, synced=True)
     metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
     return run.result
 
 
-def _fetch_folders(run: _Sync) -> dict[str, Folder] | None:
-    """Fetch the commit (blobless) and read every folder's tree and version; None on failure."""
+def _fetch_folders(run: _Sync) -> tuple[dict[str, Folder], set[str]] | None:
+    """Fetch the commit (blobless); every folder's tree and version, and the archived ones.
+
+    None when the fetch failed (already reported)."""
     repo, sha = run.repo, run.sha
     fetch_started = time.monotonic()
     try:
         gitsource.fetch(run.cache, repo.url, sha, run.creds, ref=repo.branch)
         trees = folder_trees(run.cache, sha)
+        archived = archived_folders(run.cache, sha, set(trees))
         history = deployment_versions(run.cache, sha)
     except (GitError, HistoryError) as exc:
         message = f"fetching {sha[:12]}: {run.creds.redact(str(exc)) if run.creds else exc}"
@@ -196,7 +203,7 @@ def _fetch_folders(run: _Sync) -> dict[str, Folder] | None:
         versions = history.get(name) or []
         last = versions[-1] if versions else None
         folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1)
-    return folders
+    return folders, archived
 
 
 def _apply_changed(run: _Sync, changed: list[Folder]) -> dict[str, str]:
@@ -276,7 +283,7 @@ def refresh_status(body: dict[str, Any], state: RepoState, *, synced: bool = Fal
         repo=repo, generation=int(body["metadata"].get("generation") or 0),
         commit=state.commit or previous.get("commit"),
         folders=state.folders or folders_from_children(deployments),
-        deployments=deployments, pods=pods, invalid=state.invalid,
+        deployments=deployments, pods=pods, invalid=state.invalid, archived=state.archived,
         source_error=state.source_error, source_reason=state.source_reason, previous=previous,
     ))
     if synced and status.get("commit") != previous.get("commit"):

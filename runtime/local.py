@@ -27,7 +27,13 @@ from modelrepo.format import (
     resolve_version,
     unload,
 )
-from modelrepo.repository import HistoryError, deployment_versions, extract_folder, folder_trees
+from modelrepo.repository import (
+    HistoryError,
+    archived_folders,
+    deployment_versions,
+    extract_folder,
+    folder_trees,
+)
 from modelrepo.runtime.app import NotFound, NotReady
 from modelrepo.runtime.served import Served, answer_headers
 from modelrepo.runtime.single import load_served
@@ -59,6 +65,7 @@ class RepoCatalog:
         self._problems: dict[str, str] = {}           # name -> why its newest version is refused
         self._synced = False
         self._sync_error = ""
+        self._archived: set[str] = set()
         self._cache: OrderedDict[tuple[str, str], Served] = OrderedDict()  # event loop only
         self._failed: dict[tuple[str, str], str] = {}
         self._refused: dict[str, str] = {}             # name -> newest commit that was refused
@@ -100,6 +107,10 @@ class RepoCatalog:
         except HistoryError as exc:
             raise RuntimeError(str(exc)) from None
         present = frozenset(folder_trees(self.repo, head))
+        archived = archived_folders(self.repo, head, present)  # Modelbit's .archived: not served
+        for name in sorted(archived - self._archived):
+            print(f"{name} archived at {head[:7]} (not served)", flush=True)
+        self._archived, present = archived, present - archived
         latest = dict(self._latest)
         problems = dict(self._problems)
         self._versions = {**self._versions, **versions}
@@ -181,6 +192,8 @@ class RepoCatalog:
         if not self._synced and name not in self._latest:
             raise NotReady(f"not ready: {self._sync_error or 'reading the repository'}")
         versions = self._versions.get(name)
+        if name in self._archived:
+            raise NotFound(f"{name} is archived on branch {self.branch} (not served)")
         if not versions or name not in self._present:
             raise NotFound(f"no deployment {name} on branch {self.branch}")
         latest = self._latest.get(name)

@@ -23,6 +23,7 @@ from typing import Any
 
 import bentoml
 
+from modelrepo.modelbit_compat import install as install_modelbit
 from modelrepo.runtime.app import DEFAULT_MAX_BODY_BYTES, RuntimeApp
 from modelrepo.runtime.launch import SPEC_ENV  # noqa: E402
 
@@ -111,6 +112,7 @@ class Runtime:
     """Serves model deployments by the modelrepo REST contract (DESIGN §4)."""
 
     def __init__(self) -> None:
+        install_modelbit()  # this worker process imports source.py: `import modelbit` must work
         spec = json.loads(os.environ.get(SPEC_ENV) or "{}")
         catalog = build_catalog(spec)
         HOLDER.catalog = catalog

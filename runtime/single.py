@@ -14,6 +14,7 @@ from typing import Any
 
 from modelrepo.format import (
     DeploymentError,
+    find_stubs,
     first_failure_message,
     load_deployment,
     names_version,
@@ -30,6 +31,8 @@ def load_served(
     *, may_inline: bool = False,
 ) -> Served:
     """Import the folder and run its docstring tests; raise DeploymentError saying why not."""
+    for path, problem in find_stubs(folder):  # a stub is named, never unpickled
+        raise DeploymentError(path, problem)
     loaded = load_deployment(folder)
     failures = run_doctests(loaded)
     if failures:

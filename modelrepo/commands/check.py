@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
 def check(folder: Path) -> list[str]:
     """Every reason the folder cannot serve: static problems, import, Python version, doctests."""
     from modelrepo.format import DeploymentError, load_deployment, run_doctests, validate_folder
+    from modelrepo.modelbit_compat import install as install_modelbit
+
+    install_modelbit()  # `import modelbit` in source.py works here as in the runtime
 
     errors = [str(e) for e in validate_folder(folder)]
     if errors:

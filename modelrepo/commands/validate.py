@@ -23,7 +23,13 @@ def deployment_folders(root: Path) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
-    from modelrepo.format import DEPLOYMENTS_DIR, METADATA_FILE, SOURCE_FILE, validate_folder
+    from modelrepo.format import (
+        DEPLOYMENTS_DIR,
+        METADATA_FILE,
+        SOURCE_FILE,
+        is_archived,
+        validate_folder,
+    )
 
     root = Path(args.dir)
     if (root / DEPLOYMENTS_DIR).is_dir():
@@ -34,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.dir}: no deployments/ folder here (is this a model repository?)")
     else:
         raise UserError(f"{args.dir}: no such directory")
+    archived = [folder for folder in folders if is_archived(folder)]
+    for folder in archived:  # Modelbit's archive: kept in the tree, never served, not checked
+        print(f"{os.path.relpath(folder, root)}: archived (not served)")
+    folders = [folder for folder in folders if folder not in archived]
     problems = [e for folder in folders for e in validate_folder(folder)]
     for error in problems:
         print(f"{os.path.relpath(error.path, root)}: {error.problem}")
@@ -41,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
         bad = len({Path(os.path.relpath(e.path, root)).parts[:2] for e in problems})
         print(f"{len(problems)} problem(s) in {bad} of {len(folders)} deployment(s)")
         return 1
-    print(f"{len(folders)} deployment(s) valid")
+    print(f"{len(folders)} deployment(s) valid" + (f", {len(archived)} archived" if archived else ""))
     return 0

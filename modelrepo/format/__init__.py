@@ -1,7 +1,7 @@
 """The deployment folder format: the one place that knows what a model repository contains.
 
 Layout and names (`layout`), metadata.yaml (`metadata`), static checks (`checks`,
-`requirements`, `stubs`), importing a folder and its docstring tests (`loading`), captured
+`requirements`, `stubs`), common/ links and archived folders (`links`), importing a folder and its docstring tests (`loading`), captured
 values (`values`) and version numbers (`versions`). The SDK, the runtime, the operator and the
 CLI depend on this package; it depends on none of them (it imports nothing else of modelrepo),
 and it runs no git: callers read git through `modelrepo.git` and hand the output here.
@@ -27,6 +27,14 @@ from modelrepo.format.layout import (
     folder_path,
     is_valid_name,
     name_problem,
+)
+from modelrepo.format.links import (
+    SYMLINK_MODE,
+    archived_marker_path,
+    common_targets,
+    is_archived,
+    link_problems,
+    link_target,
 )
 from modelrepo.format.loading import (
     DoctestFailure,
@@ -54,7 +62,8 @@ from modelrepo.format.versions import (
 __all__ = [
     "ARCHIVED_MARKER", "COMMON_DIR", "DATASETS_DIR", "DEPLOYMENTS_DIR", "ENDPOINTS_DIR",
     "LATEST", "LOG_ARGS", "METADATA_FILE", "NAME_PATTERN", "NAME_RULE", "REQUIREMENTS_FILE",
-    "SCHEMA_VERSION", "SOURCE_FILE", "TOP_LEVEL_DIRS", "DeploymentError", "DoctestFailure",
+    "SCHEMA_VERSION", "SOURCE_FILE", "SYMLINK_MODE", "archived_marker_path", "common_targets",
+    "is_archived", "link_problems", "link_target", "TOP_LEVEL_DIRS", "DeploymentError", "DoctestFailure",
     "LoadedDeployment", "Metadata", "Version", "check_python_version", "deployment_of",
     "deployment_path", "describe_range", "find_stubs", "first_failure_message", "folder_path",
     "is_valid_name", "load_deployment", "load_value", "name_problem", "names_version",

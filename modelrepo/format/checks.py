@@ -11,9 +11,11 @@ from pathlib import Path
 
 from modelrepo.format.errors import DeploymentError
 from modelrepo.format.layout import NAME_RULE, REQUIREMENTS_FILE, SOURCE_FILE, is_valid_name
+from modelrepo.format.links import link_problems
 from modelrepo.format.metadata import Metadata, read_metadata
 from modelrepo.format.requirements import requirement_problems
 from modelrepo.format.stubs import find_stubs
+from modelrepo.format.values import loadable
 
 
 def validate_folder(folder: str | Path) -> list[DeploymentError]:
@@ -36,7 +38,10 @@ def validate_folder(folder: str | Path) -> list[DeploymentError]:
             DeploymentError(requirements, problem)
             for problem in requirement_problems(requirements.read_text(encoding="utf-8"))
         )
-    errors.extend(DeploymentError(path, problem) for path, problem in find_stubs(folder))
+    links = link_problems(folder)
+    errors.extend(DeploymentError(path, problem) for path, problem in links)
+    broken = {path for path, _ in links}
+    errors.extend(DeploymentError(path, problem) for path, problem in find_stubs(folder) if path not in broken)
     return errors
 
 
@@ -92,8 +97,8 @@ def _check_loaded_values(tree: ast.Module, folder: Path, where: Path) -> list[De
         ):
             data = call.args[0].value
             target = (folder / data).resolve()
-            if not target.is_relative_to(folder.resolve()):
-                errors.append(DeploymentError(where, f"line {call.lineno}: load_value({data!r}) points outside the folder"))
+            if not loadable(target, folder.resolve()):
+                errors.append(DeploymentError(where, f"line {call.lineno}: load_value({data!r}) points outside the folder (and common/)"))
             elif not target.is_file():
                 errors.append(DeploymentError(folder / data, f"missing (source.py line {call.lineno} loads it)"))
     return errors

@@ -44,10 +44,11 @@ def stub_problem(path: str | os.PathLike[str]) -> str | None:
 
 
 def find_stubs(folder: str | os.PathLike[str]) -> list[tuple[Path, str]]:
-    """(path, problem) of every stub or pointer under `folder`, in path order."""
+    """(path, problem) of every stub or pointer under `folder`, in path order (links followed)."""
     found = []
     for path in sorted(Path(folder).rglob("*")):
-        problem = stub_problem(path)
+        # a link (into common/) is judged by the file it points to, when that file exists
+        problem = stub_problem(path.resolve() if path.is_symlink() else path)
         if problem:
             found.append((path, problem))
     return found

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from modelrepo.format.layout import COMMON_DIR, DEPLOYMENTS_DIR
 from modelrepo.format.stubs import stub_problem
 
 _loading = threading.local()
@@ -18,13 +19,14 @@ def load_value(path: str | os.PathLike[str]) -> Any:
     """Unpickle `path`, relative to the folder of the source.py that calls this.
 
     The folder is found from the caller's `__file__`, so it does not matter what the working
-    directory is. Pickles are code: only files inside that folder are loaded, never a path
-    that leaves it (absolute, `..`, or a symlink pointing out).
+    directory is. Pickles are code: only files inside that folder (or linked from the
+    repository's common/ folder) are loaded, never a path that leaves them (absolute, `..`, or a
+    symlink pointing anywhere else).
     """
     caller_file = sys._getframe(1).f_globals.get("__file__")
     folder = Path(caller_file).resolve().parent if caller_file else Path.cwd().resolve()
     target = (folder / path).resolve()
-    if Path(path).is_absolute() or not target.is_relative_to(folder):
+    if Path(path).is_absolute() or not loadable(target, folder):
         raise ValueError(f"load_value({str(path)!r}): only files inside {folder} can be loaded")
     if not target.is_file():
         raise FileNotFoundError(f"load_value({str(path)!r}): no file {target}")
@@ -38,6 +40,13 @@ def load_value(path: str | os.PathLike[str]) -> Any:
             return pickle.load(f)
     finally:
         _loading.namespace = previous
+
+
+def loadable(target: Path, folder: Path) -> bool:
+    """Inside the folder, or (through a link) in the repository's common/ folder."""
+    if target.is_relative_to(folder):
+        return True
+    return folder.parent.name == DEPLOYMENTS_DIR and target.is_relative_to(folder.parent.parent / COMMON_DIR)
 
 
 def source_global(name: str) -> Any:
