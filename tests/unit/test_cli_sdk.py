@@ -13,7 +13,7 @@ def test_init_creates_the_layout_and_is_idempotent(tmp_path, git_identity):
     target = tmp_path / "models"
     first = run_cli("init", str(target))
     assert first.returncode == 0, first.stderr
-    assert "Initialized model repository" in first.stdout
+    assert "Initialized model repository in " in first.stdout and " on branch main:" in first.stdout
     for path in ("deployments", "endpoints", "datasets", "bin/pre-commit", "README.md", ".git"):
         assert (target / path).exists(), path
     assert os.access(target / "bin" / "pre-commit", os.X_OK)
@@ -23,7 +23,7 @@ def test_init_creates_the_layout_and_is_idempotent(tmp_path, git_identity):
     assert log.stdout.strip() == "Initialize model repository"
     again = run_cli("init", str(target))
     assert again.returncode == 0
-    assert "already a model repository; nothing to do" in again.stdout
+    assert "already a model repository on branch main; nothing to do" in again.stdout
     assert run_cli("validate", str(target)).stdout.strip() == "0 deployment(s) valid"
 
 
