@@ -63,7 +63,8 @@ def _watchdog(seconds: float) -> None:
         what = f"the docstring example >>> {example}" if example else "importing the deployment"
         result = {"error": f"{what} did not finish within {seconds:g}s "
                            f"(MODELREPO_DOCTEST_TIMEOUT)", "failures": []}
-        print(f"\n{_MARKER}{json.dumps(result)}", flush=True)
+        # doctest swaps sys.stdout while an example runs: write to the real one
+        os.write(1, f"\n{_MARKER}{json.dumps(result)}\n".encode())
         os._exit(0)
 
     timer = threading.Timer(seconds, expire)
