@@ -269,7 +269,13 @@ def _base(
     """(the commit to build on, the remote branch's tip). Fetches first when there is a remote."""
     if remote is None:
         return local or publish.head_commit(repo), None
-    theirs = publish.fetch_branch(repo, remote, branch)
+    try:
+        theirs = publish.fetch_branch(repo, remote, branch)
+    except publish.RepoError as exc:
+        raise DeployError(
+            f"{exc}; nothing was written. deploy() builds on {remote}/{branch} before committing; "
+            f"to commit locally only, pass push=False"
+        ) from None
     if theirs is None:  # a new branch on the remote
         if local:
             return local, None

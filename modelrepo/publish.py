@@ -32,8 +32,17 @@ class WorkTree:
 
     root: Path
 
-    def git(self, *args: str, env: dict[str, str] | None = None, input: bytes | None = None) -> str:
-        return git.run(args, cwd=self.root, env=env, input=input)
+    def git(self, *args: str, env: dict[str, str] | None = None, input: bytes | None = None,
+            timeout: float = git.TIMEOUT) -> str:
+        return git.run(args, cwd=self.root, env=env, input=input, timeout=timeout)
+
+
+def remote_timeout() -> float:
+    """Seconds a fetch, ls-remote or push of deploy() may take (MODELREPO_GIT_TIMEOUT)."""
+    try:
+        return float(os.environ.get("MODELREPO_GIT_TIMEOUT", git.TIMEOUT))
+    except ValueError:
+        return git.TIMEOUT
 
 
 def open_repo(path: str | os.PathLike[str]) -> WorkTree:
@@ -216,11 +225,13 @@ def sync_work_tree(repo: WorkTree, branch: str, old: str | None, new: str) -> No
     if not paths:
         return
     try:
+        removed: set[str] = set()
         if old:
-            removed = repo.git("diff", "--name-only", "--no-renames", "-z", "--diff-filter=D", old, new)
-            for path in filter(None, removed.split("\0")):
+            out = repo.git("diff", "--name-only", "--no-renames", "-z", "--diff-filter=D", old, new)
+            removed = {path for path in out.split("\0") if path}
+            for path in removed:
                 (repo.root / path).unlink(missing_ok=True)
-        present = [p for p in paths if git.try_run(["cat-file", "-e", f"{new}:{p}"], cwd=repo.root) is not None]
+        present = [p for p in paths if p not in removed]
         spec = ("\0".join(paths) + "\0").encode()
         repo.git("reset", "-q", new, "--pathspec-from-file=-", "--pathspec-file-nul", input=spec)
         if present:
@@ -239,13 +250,14 @@ def remote_ref(remote: str, branch: str) -> str:
 def fetch_branch(repo: WorkTree, remote: str, branch: str) -> str | None:
     """Fetch `branch` from `remote`; its tip there, or None when the remote has no such branch."""
     try:
-        listed = repo.git("ls-remote", "--heads", remote, f"refs/heads/{branch}")
+        listed = repo.git("ls-remote", "--heads", remote, f"refs/heads/{branch}", timeout=remote_timeout())
     except git.GitError as exc:
         raise _fail(f"reading {remote} failed", exc) from None
     if not listed.strip():
         return None
     try:
-        repo.git("fetch", "-q", "--no-tags", remote, f"+refs/heads/{branch}:{remote_ref(remote, branch)}")
+        repo.git("fetch", "-q", "--no-tags", remote, f"+refs/heads/{branch}:{remote_ref(remote, branch)}",
+                 timeout=remote_timeout())
     except git.GitError as exc:
         raise _fail(f"fetching {branch} from {remote} failed", exc) from None
     return git.rev_parse(repo.root, remote_ref(remote, branch))
@@ -255,7 +267,7 @@ def remote_default_branch(repo: WorkTree, remote: str) -> str | None:
     """The branch a clone of `remote` starts on: its HEAD when that branch exists, else main,
     master, or its only branch."""
     try:
-        out = repo.git("ls-remote", "--symref", remote, "HEAD", "refs/heads/*")
+        out = repo.git("ls-remote", "--symref", remote, "HEAD", "refs/heads/*", timeout=remote_timeout())
     except git.GitError as exc:
         raise _fail(f"reading {remote} failed", exc) from None
     return default_branch_of(out)
@@ -352,6 +364,7 @@ def push_remote(repo: WorkTree, branch: str) -> str | None:
 def push(repo: WorkTree, remote: str, branch: str) -> None:
     """Push `branch` (never forced: a remote that moved since the fetch rejects it)."""
     try:
-        repo.git("push", "--porcelain", remote, f"refs/heads/{branch}:refs/heads/{branch}")
+        repo.git("push", "--porcelain", remote, f"refs/heads/{branch}:refs/heads/{branch}",
+                 timeout=remote_timeout())
     except git.GitError as exc:
         raise _fail(f"pushing {branch} to {remote} failed", exc) from None

@@ -287,3 +287,51 @@ def test_modelbit_deploy_arguments_are_written(model_repo, tmp_path):
         modelrepo.deploy(Scores, repo=str(model_repo), dataframe_mode=True)
     with pytest.raises(modelrepo.DeployError, match=r"extra_files: /nonexistent/x.bin: no such file"):
         modelrepo.deploy(Scores, repo=str(model_repo), extra_files=["/nonexistent/x.bin"])
+
+
+def test_an_unreachable_remote_stops_the_deploy_before_anything_is_written(model_repo, tmp_path):
+    git(model_repo, "remote", "add", "origin", str(tmp_path / "gone.git"))
+    before = git(model_repo, "rev-parse", "HEAD")
+    with pytest.raises(modelrepo.DeployError) as info:
+        modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    text = str(info.value)
+    assert text.startswith("reading origin failed: ")
+    assert "nothing was written. deploy() builds on origin/main before committing; to commit " \
+           "locally only, pass push=False" in text
+    assert git(model_repo, "rev-parse", "HEAD") == before
+    assert not (model_repo / "deployments" / "Add_Offset").exists()
+
+
+def test_a_remote_that_never_answers_times_out(model_repo, monkeypatch):
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted = []
+    stop = threading.Event()
+
+    def hold() -> None:  # accept and never answer
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        git(model_repo, "remote", "add", "origin", f"http://127.0.0.1:{server.getsockname()[1]}/models.git")
+        monkeypatch.setenv("MODELREPO_GIT_TIMEOUT", "2")
+        with pytest.raises(modelrepo.DeployError) as info:
+            modelrepo.deploy(Add_Offset, repo=str(model_repo))
+        assert "reading origin failed: git ls-remote --heads origin ... timed out after 2s" in str(info.value)
+        assert "pass push=False" in str(info.value)
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        server.close()
