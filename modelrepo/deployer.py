@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -358,20 +359,14 @@ def _deploy(
             python_packages=options.python_packages, system_packages=options.system_packages,
             dataframe_columns=options.dataframe_columns,
         )
-        try:
-            if target.base and publish.same_folder(repo, staging, existing):
-                # Unchanged: no need to run the gate again (the committed folder passed it).
-                if target.base != target.local:
-                    publish.move_branch(repo, target.branch, target.base, target.local)
-                commit = publish.Commit(target.base, changed=False)
-            else:
-                _check_in_fresh_python(name, staging, version_text)
-                commit = publish.commit_folder(
-                    repo, target.branch, target.base, target.local, name, staging, replaced,
-                    message or f"Deploy {name}",
-                )
-        except publish.Moved as exc:
-            raise DeployError(f"{name}: nothing was committed: {exc}; run deploy() again") from None
+        if target.base and publish.same_folder(repo, staging, existing):
+            # Unchanged: no need to run the gate again (the committed folder passed it).
+            commit = _swap(target, name, existing, lambda base, expected: _fast_forward(target, base, expected))
+        else:
+            _check_in_fresh_python(name, staging, version_text)
+            commit = _swap(target, name, existing, lambda base, expected: publish.commit_folder(
+                repo, target.branch, base, expected, name, staging, replaced, message or f"Deploy {name}",
+            ))
     publish.sync_work_tree(repo, target.branch, target.local, commit.sha)
     versions = versions_of(repo.root, name, rev=commit.sha)
     number = versions[-1].number if versions else 0
@@ -388,18 +383,60 @@ def _deploy(
     return result
 
 
+# A deploy that loses the compare-and-swap to a concurrent one retries on the new tip this often
+# (each loss means another deploy landed, so N concurrent deploys need at most N - 1 retries).
+_SWAP_ATTEMPTS = 8
+
+
+def _fast_forward(target: _Target, base: str, expected: str | None) -> publish.Commit:
+    if base != expected:
+        publish.move_branch(target.repo, target.branch, base, expected)
+    return publish.Commit(base, changed=False)
+
+
+def _swap(
+    target: _Target, name: str, existing: dict[str, tuple[str, str]],
+    attempt: Callable[[str | None, str | None], publish.Commit],
+) -> publish.Commit:
+    """Run `attempt(base, expected tip)`; when another deploy moved the branch meanwhile, build on
+    its commit instead, as long as it left this deployment's folder as this deploy found it."""
+    base, expected = target.base, target.local
+    moved: publish.Moved | None = None
+    for _ in range(_SWAP_ATTEMPTS):
+        try:
+            return attempt(base, expected)
+        except publish.Moved as exc:
+            moved = exc
+        tip = publish.branch_tip(target.repo, target.branch)
+        if tip is None or folder_blobs(target.repo.root, tip, name) != existing:
+            break  # the folder itself changed under us: do not overwrite it blindly
+        if expected and not publish.is_ancestor(target.repo, expected, tip):
+            break  # rewritten, not moved forward
+        base = expected = tip
+    raise DeployError(f"{name}: nothing was committed: {moved}; run deploy() again")
+
+
 def _push(target: _Target, name: str, sha: str, number: int) -> None:
     """Push the branch; a rejected or failed push raises, keeping the local commit."""
     assert target.remote
     try:
         publish.push(target.repo, target.remote, target.branch)
+        return
     except publish.RepoError as exc:
-        raise DeployError(
-            f"{name}: committed {sha[:7]} (version {number}) on {target.branch} locally, but "
-            f"{exc}\n  The local commit is kept. To retry, run deploy() again (it fetches "
-            f"{target.remote}/{target.branch} and builds on it), or push it yourself: "
-            f"`git -C {target.repo.root} push {target.remote} {target.branch}`"
-        ) from None
+        failure = exc
+    # A concurrent deploy from this clone may have pushed this commit already (on top of its own).
+    try:
+        tip = publish.fetch_branch(target.repo, target.remote, target.branch)
+    except publish.RepoError:
+        tip = None
+    if tip and publish.is_ancestor(target.repo, sha, tip):
+        return
+    raise DeployError(
+        f"{name}: committed {sha[:7]} (version {number}) on {target.branch} locally, but "
+        f"{failure}\n  The local commit is kept. To retry, run deploy() again (it fetches "
+        f"{target.remote}/{target.branch} and builds on it), or push it yourself: "
+        f"`git -C {target.repo.root} push {target.remote} {target.branch}`"
+    ) from None
 
 
 __all__ = ["deploy", "switch_branch", "current_branch", "DeployError", "DeployResult"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,12 +235,26 @@ def sync_work_tree(repo: WorkTree, branch: str, old: str | None, new: str) -> No
                 (repo.root / path).unlink(missing_ok=True)
         present = [p for p in paths if p not in removed]
         spec = ("\0".join(paths) + "\0").encode()
-        repo.git("reset", "-q", new, "--pathspec-from-file=-", "--pathspec-file-nul", input=spec)
+        _while_index_locked(lambda: repo.git("reset", "-q", new, "--pathspec-from-file=-",
+                                             "--pathspec-file-nul", input=spec))
         if present:
-            repo.git("checkout", new, "--pathspec-from-file=-", "--pathspec-file-nul",
-                     input=("\0".join(present) + "\0").encode())
+            _while_index_locked(lambda: repo.git("checkout", new, "--pathspec-from-file=-", "--pathspec-file-nul",
+                                                 input=("\0".join(present) + "\0").encode()))
     except git.GitError as exc:
         raise _fail("updating the work tree failed", exc) from None
+
+
+def _while_index_locked(step: Callable[[], object], deadline: float = 30.0) -> None:
+    """Run a git step that takes index.lock, waiting while a concurrent deploy holds the lock."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            step()
+            return
+        except git.GitError as exc:
+            if "index.lock" not in str(exc) or time.monotonic() > end:
+                raise
+        time.sleep(0.05)
 
 
 # ---- the remote: fetch, rebase local-only deploy commits, push ----

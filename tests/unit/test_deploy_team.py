@@ -226,32 +226,56 @@ DEPLOY_ONE = textwrap.dedent('''
 
     n = int(sys.argv[2])
     try:
-        r = modelrepo.deploy(make(n), repo=sys.argv[1], name=f"F{n}")
+        r = modelrepo.deploy(make(n), repo=sys.argv[1], name=sys.argv[3] if len(sys.argv) > 3 else f"F{n}")
         print("LANDED", r.commit, r.version)
     except modelrepo.DeployError as exc:
         print("FAILED", exc)
 ''')
 
 
-def test_four_concurrent_deploys_into_one_clone_land_or_fail_clearly(model_repo, tmp_path):
+def test_four_concurrent_deploys_into_one_clone_all_land_on_the_remote(team, tmp_path):
+    bare, ada, _bob = team
     script = tmp_path / "deploy_one.py"
     script.write_text(DEPLOY_ONE)
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(model_repo), str(n)], stdout=subprocess.PIPE,
+        subprocess.Popen([sys.executable, str(script), str(ada), str(n)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
         for n in range(4)
     ]
     outputs = [p.communicate(timeout=600) for p in procs]
     lines = [next(line for line in out.splitlines() if line.startswith(("LANDED", "FAILED"))) for out, _ in outputs]
+    assert all(line.startswith("LANDED") for line in lines), lines
+    landed = [line.split()[1] for line in lines]
+    on_remote = git(bare, "rev-list", "main").split()
+    assert set(landed) <= set(on_remote)  # no lost commit
+    assert len(on_remote) == 1 + 4  # the initial commit and four deploys
+    for n, line in enumerate(lines):
+        assert versions_of(bare, f"F{n}", rev="main")[-1].commit == line.split()[1]
+        assert line.split()[2] == "1"
+    assert git(ada, "rev-parse", "main") == git(bare, "rev-parse", "main")
+    assert git(ada, "status", "--porcelain") == ""  # nothing staged, nothing left behind
+
+
+def test_concurrent_deploys_of_one_name_land_or_fail_clearly_leaving_nothing_staged(model_repo, tmp_path):
+    script = tmp_path / "deploy_one.py"
+    script.write_text(DEPLOY_ONE)
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(model_repo), str(n), "Same"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for n in range(1, 5)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    lines = [next(line for line in out.splitlines() if line.startswith(("LANDED", "FAILED"))) for out, _ in outputs]
     landed = [line.split()[1] for line in lines if line.startswith("LANDED")]
-    failed = [line for line in lines if line.startswith("FAILED")]
     assert landed
     on_main = git(model_repo, "rev-list", "main").split()
-    assert all(sha in on_main for sha in landed)  # no lost commit
-    assert len(on_main) == 1 + len(landed)
-    for line in failed:
-        assert "moved while this deploy ran" in line and "run deploy() again" in line, line
-    assert git(model_repo, "status", "--porcelain") == ""  # nothing staged, nothing left behind
+    assert set(landed) <= set(on_main) and len(on_main) == 1 + len(set(landed))
+    for line in lines:
+        if line.startswith("FAILED"):
+            assert line.startswith("FAILED Same: nothing was committed: main moved while this deploy ran "
+                                   "(another deploy or commit landed first)"), line
+            assert line.endswith("; run deploy() again"), line
+    assert git(model_repo, "status", "--porcelain") == ""
 
 
 def test_modelbit_deploy_arguments_are_written(model_repo, tmp_path):
