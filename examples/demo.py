@@ -6,6 +6,7 @@ makes no new commit. Each step is a function of main(); serving is the last step
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -63,22 +64,27 @@ def step_show(repo: Path, result: modelrepo.DeployResult) -> None:
     subprocess.run([sys.executable, "-m", "modelrepo.cli", "versions", str(repo), result.name], check=True)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=3000, help="port of `modelrepo serve`")
+    parser.add_argument("--once", action="store_true",
+                        help="stop serving after the example requests (default: serve until Ctrl-C)")
+    args = parser.parse_args(argv)
     step_init(REPO)
     result = step_deploy(REPO)
     step_show(REPO, result)
-    # ---- last step: serve the repository (added by the runtime issue) ----
-    return step_serve(REPO, result)
+    # ---- last step: serve the repository ----
+    return step_serve(REPO, result, args.port, args.once)
 
 
-def step_serve(repo: Path, result: modelrepo.DeployResult) -> int:
+def step_serve(repo: Path, result: modelrepo.DeployResult, port: int, once: bool) -> int:
     """`modelrepo serve ./demo-repo` in the foreground, with curl commands that work against it."""
-    from modelrepo.runtime.tryout import serve_and_show
+    from tryout import serve_and_show  # examples/tryout.py, beside this script
 
     one = [5.1, 3.5, 1.4, 0.2]  # several arguments: the list of them
     batch = [[1, 5.1, 3.5, 1.4, 0.2], [2, 6.7, 3.0, 5.2, 2.3]]  # [id, arguments...] per row
-    return serve_and_show(str(repo), [(result.name, one), (result.name, batch)])
+    return serve_and_show(str(repo), [(result.name, one), (result.name, batch)], port=port, once=once)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

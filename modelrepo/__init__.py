@@ -12,11 +12,20 @@ from typing import Any
 
 from modelrepo.format.values import load_value
 
-__all__ = ["deploy", "switch_branch", "load_value", "DeployError", "get_inference", "InferenceError"]
+__all__ = [
+    "deploy", "switch_branch", "current_branch", "load_value", "DeployError", "DeployResult",
+    "get_inference", "InferenceError",
+]
+_DEPLOYER = ("deploy", "switch_branch", "current_branch", "DeployError", "DeployResult")
+
+
+def __dir__() -> list[str]:
+    """The public names, also the lazy ones, so Tab completion in Jupyter shows them."""
+    return sorted({*globals(), *__all__})
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("deploy", "switch_branch", "DeployError", "DeployResult"):
+    if name in _DEPLOYER:
         from modelrepo import deployer
 
         return getattr(deployer, name)

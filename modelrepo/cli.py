@@ -14,6 +14,8 @@ import sys
 # command name -> module that implements it
 COMMANDS: dict[str, str] = {
     "init": "modelrepo.commands.init",
+    "clone": "modelrepo.commands.clone",
+    "list": "modelrepo.commands.list",
     "validate": "modelrepo.commands.validate",
     "versions": "modelrepo.commands.versions",
     "runtime": "modelrepo.commands.runtime",
@@ -29,10 +31,22 @@ class UserError(Exception):
     """A problem the user can fix; printed as `modelrepo: <message>` with exit code 2."""
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, unless its help text already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, []) or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="modelrepo", description="Git-declared model deployments on Kubernetes."
+        prog="modelrepo", description="Git-declared model deployments on Kubernetes.",
+        formatter_class=_DefaultsFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"modelrepo {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     subparsers.required = True
     wanted = next((a for a in argv if not a.startswith("-")), None)
@@ -40,12 +54,28 @@ def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
         # Import only the module of the command being run; the others get a bare entry.
         if name == wanted:
             module = importlib.import_module(module_name)
-            sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+            sub = subparsers.add_parser(
+                name, help=module.HELP, description=module.HELP,
+                formatter_class=_DefaultsFormatter,
+            )
             module.add_arguments(sub)
+            for action in sub._actions:  # options without help text still show their default
+                if action.help is None and action.default not in (None, False, [], argparse.SUPPRESS):
+                    action.help = "(default: %(default)s)"
             sub.set_defaults(_module=module)
         else:
             subparsers.add_parser(name, help=_help_of(module_name))
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the source tree's when run uninstalled)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("modelrepo")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _help_of(module_name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import re
 import sys
 from collections.abc import Iterable
 
@@ -51,3 +52,20 @@ def pinned_requirements(module_names: Iterable[str]) -> list[str]:
             except importlib.metadata.PackageNotFoundError:
                 continue
     return sorted(pins.values(), key=str.lower)
+
+
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def requirement_key(line: str) -> str | None:
+    """The normalised distribution name a requirement line is about (None for URLs and options)."""
+    if line.lstrip().startswith("-") or "://" in line.split("#", 1)[0].split(" @ ", 1)[0]:
+        return None
+    match = _REQUIREMENT_NAME.match(line)
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else None
+
+
+def merge_requirements(pins: list[str], given: list[str]) -> list[str]:
+    """The automatic `pins`, minus those of packages `given` names, then `given` as written."""
+    named = {requirement_key(line) for line in given} - {None}
+    return [p for p in pins if requirement_key(p) not in named] + list(given)

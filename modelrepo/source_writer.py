@@ -14,7 +14,7 @@ import yaml
 
 from modelrepo.capture import Captured, CaptureError
 from modelrepo.format.values import source_global
-from modelrepo.requirements import pinned_requirements
+from modelrepo.requirements import merge_requirements, pinned_requirements
 
 GENERATED = ("source.py", "metadata.yaml", "requirements.txt")
 _PLAIN_TYPES = {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
@@ -175,16 +175,23 @@ def render_metadata(
     python_version: str,
     batch: bool,
     previous: dict[str, Any] | None,
+    system_packages: list[str] | None = None,
+    dataframe_columns: list[str] | None = None,
 ) -> str:
-    """metadata.yaml; a hand-written `deployment:` section of the previous version is kept."""
+    """metadata.yaml; a hand-written `deployment:` section of the previous version is kept, and so
+    are its systemPackages unless new ones are given."""
+    if system_packages is None:
+        system_packages = list(((previous or {}).get("runtimeInfo") or {}).get("systemPackages") or [])
     runtime_info: dict[str, Any] = {
         "mainFunction": captured.main,
         "mainFunctionArgs": list(captured.args),
         "pythonVersion": python_version,
-        "systemPackages": list(((previous or {}).get("runtimeInfo") or {}).get("systemPackages") or []),
+        "systemPackages": list(system_packages),
     }
     if batch:
         runtime_info["batch"] = True
+    if dataframe_columns is not None:
+        runtime_info["dataframeModeColumns"] = list(dataframe_columns)
     data: dict[str, Any] = {"schemaVersion": 2, "runtimeInfo": runtime_info}
     if previous and isinstance(previous.get("deployment"), dict):
         data["deployment"] = previous["deployment"]
@@ -199,17 +206,29 @@ def write_folder(
     python_version: str,
     batch: bool,
     previous_metadata: dict[str, Any] | None,
+    python_packages: list[str] | None = None,
+    system_packages: list[str] | None = None,
+    dataframe_columns: list[str] | None = None,
 ) -> None:
-    """Write every generated file of deployment `name` into `folder`."""
+    """Write every generated file of deployment `name` into `folder`.
+
+    requirements.txt pins what the function imports; `python_packages` lines are added and
+    replace the pin of the same package.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     pickled_modules, value_needs = write_values(captured, folder)
     (folder / "source.py").write_text(
         render_source(captured, name, value_needs), encoding="utf-8"
     )
     (folder / "metadata.yaml").write_text(
-        render_metadata(captured, python_version, batch, previous_metadata), encoding="utf-8"
+        render_metadata(
+            captured, python_version, batch, previous_metadata, system_packages, dataframe_columns
+        ),
+        encoding="utf-8",
     )
-    requirements = pinned_requirements(captured.modules | pickled_modules)
+    requirements = merge_requirements(
+        pinned_requirements(captured.modules | pickled_modules), python_packages or []
+    )
     (folder / "requirements.txt").write_text(
         "".join(f"{line}\n" for line in requirements), encoding="utf-8"
     )

@@ -7,6 +7,12 @@ import os
 import stat
 from pathlib import Path
 
+from modelrepo import git
+
+# The branch `modelrepo init` and `modelrepo clone` use; `serve`, the operator and deploy()
+# follow the repository's branch, this is only where a new repository starts.
+DEFAULT_BRANCH = "main"
+
 HELP = "create a model repository: deployments/, endpoints/, datasets/, bin/ with a validate hook"
 
 README = """\
@@ -42,10 +48,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _git(root: Path, *args: str) -> str | None:
-    """git's output, or None when it failed (init asks questions whose answer may be no)."""
-    from modelrepo import git
+    """git's output, or None when it failed (the callers say what that means)."""
+    return git.try_run(list(args), cwd=root)
 
-    return git.try_run(args, cwd=root)
+
+def install_hook(root: Path, made: list[str], write_bin: bool = True) -> None:
+    """bin/pre-commit (runs `modelrepo validate`), linked as the repository's pre-commit hook.
+
+    Without `write_bin` (a clone: its files are the remote's), a repository that has no
+    bin/pre-commit gets the hook written into its hooks directory only.
+    """
+    hook = root / "bin" / "pre-commit"
+    if write_bin:
+        _write(hook, PRE_COMMIT, made, root)
+    elif not hook.exists():
+        hook = Path(git.run(["rev-parse", "--git-path", "hooks/modelrepo-pre-commit"], cwd=root))
+        hook = hook if hook.is_absolute() else root / hook
+        hook.parent.mkdir(parents=True, exist_ok=True)
+        hook.write_text(PRE_COMMIT, encoding="utf-8")
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    hooks_dir = Path(_git(root, "rev-parse", "--git-path", "hooks") or ".git/hooks")
+    installed = (root / hooks_dir / "pre-commit") if not hooks_dir.is_absolute() else hooks_dir / "pre-commit"
+    if not installed.exists() and not installed.is_symlink():
+        installed.parent.mkdir(parents=True, exist_ok=True)
+        installed.symlink_to(os.path.relpath(hook.resolve(), installed.parent.resolve()))
+        made.append(f"{os.path.relpath(installed, root)} -> bin/pre-commit")
+    # deploy() recognises a model repository by this (or by its deployments/ folder)
+    _git(root, "config", "modelrepo.repository", "true")
 
 
 def _write(path: Path, text: str, made: list[str], root: Path) -> None:
@@ -63,41 +92,38 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.dir}: exists and is not a directory")
     root.mkdir(parents=True, exist_ok=True)
     made: list[str] = []
-    from modelrepo import git
-
     top = _git(root, "rev-parse", "--show-toplevel")
     # deployments/ must sit at the top of a work tree: a folder inside another repository
     # (e.g. ./demo-repo in a project checkout) becomes a repository of its own.
     if top is None or Path(top).resolve() != root.resolve():
         try:
-            git.run(["init", "-q", "-b", "main"], cwd=root)
+            git.run(["init", "-q", "-b", DEFAULT_BRANCH], cwd=root)
         except git.GitError as exc:
             raise UserError(f"{args.dir}: git init failed: {exc}") from None
-        made.append(".git (branch main)")
+        made.append(f".git (branch {DEFAULT_BRANCH})")
+    elif _git(root, "rev-parse", "-q", "--verify", "HEAD") is None:
+        # An empty clone (or `git init` without -b) may sit on `master`: start on main.
+        unborn = (_git(root, "symbolic-ref", "--short", "HEAD") or "")
+        if unborn != DEFAULT_BRANCH:
+            _git(root, "symbolic-ref", "HEAD", f"refs/heads/{DEFAULT_BRANCH}")
+            made.append(f"branch {DEFAULT_BRANCH} (instead of {unborn or 'a detached HEAD'})")
     for folder in ("deployments", "endpoints", "datasets"):
         _write(root / folder / ".gitkeep", "", made, root)
     _write(root / "README.md", README, made, root)
     _write(root / ".gitignore", GITIGNORE, made, root)
-    hook = root / "bin" / "pre-commit"
-    _write(hook, PRE_COMMIT, made, root)
-    hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    hooks_dir = Path(_git(root, "rev-parse", "--git-path", "hooks") or ".git/hooks")
-    installed = (root / hooks_dir / "pre-commit") if not hooks_dir.is_absolute() else hooks_dir / "pre-commit"
-    if not installed.exists() and not installed.is_symlink():
-        installed.parent.mkdir(parents=True, exist_ok=True)
-        installed.symlink_to(os.path.relpath(hook.resolve(), installed.parent.resolve()))
-        made.append(f"{os.path.relpath(installed, root)} -> bin/pre-commit")
-    if git.rev_parse(root, "HEAD") is None:
+    install_hook(root, made)
+    if _git(root, "rev-parse", "-q", "--verify", "HEAD") is None:
         _git(root, "add", "deployments", "endpoints", "datasets", "bin", "README.md", ".gitignore")
         try:
             git.run(["commit", "-q", "-m", "Initialize model repository"], cwd=root)
             made.append("commit 'Initialize model repository'")
         except git.GitError as exc:
             print(f"note: files are staged but not committed: {exc}")
+    branch = _git(root, "symbolic-ref", "--short", "HEAD") or "(detached HEAD)"
     if made:
-        print(f"Initialized model repository in {root.resolve()}:")
+        print(f"Initialized model repository in {root.resolve()} on branch {branch}:")
         for item in made:
             print(f"  {item}")
     else:
-        print(f"{root.resolve()} is already a model repository; nothing to do")
+        print(f"{root.resolve()} is already a model repository on branch {branch}; nothing to do")
     return 0

@@ -8,20 +8,21 @@ HELP = "list the versions of a deployment: number, commit, date, message"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="the model repository (a git work tree)")
+    parser.add_argument("dir", help="the model repository: a clone, a bare repository or a URL")
     parser.add_argument("name", metavar="Name", help="the deployment (folder under deployments/)")
-    parser.add_argument("--rev", default="HEAD", help="branch, tag or commit to read (default: HEAD)")
+    parser.add_argument("--rev", default="HEAD", help="branch, tag or commit to read")
 
 
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
-    from modelrepo.publish import RepoError, open_repo
+    from modelrepo.commands._source import SourceError, git_dir, resolve
     from modelrepo.repository import HistoryError, versions_of
 
     try:
-        repo = open_repo(args.dir)
-        versions = versions_of(repo.root, args.name, rev=args.rev)
-    except (RepoError, HistoryError) as exc:
+        with git_dir(args.dir) as repo:
+            sha = resolve(repo, args.rev, args.dir)
+            versions = versions_of(repo, args.name, rev=sha) if sha else []
+    except (SourceError, HistoryError) as exc:
         raise UserError(str(exc)) from None
     if not versions:
         raise UserError(f"{args.name}: no versions on {args.rev} in {args.dir}")

@@ -214,7 +214,7 @@ def test_push_to_a_bare_remote(model_repo, tmp_path):
     assert git(bare, "rev-parse", "refs/heads/main") == result.commit
 
 
-def test_push_rejected_keeps_the_local_commit_and_says_so(model_repo, tmp_path, capsys):
+def test_deploy_after_a_teammates_push_builds_on_the_remote_tip(model_repo, tmp_path):
     bare = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(model_repo), str(bare))
     other = tmp_path / "other"
@@ -223,12 +223,33 @@ def test_push_rejected_keeps_the_local_commit_and_says_so(model_repo, tmp_path, 
     git(other, "add", "x.txt")
     git(other, "commit", "-q", "-m", "other")
     git(other, "push", "-q", "origin", "main")
+    theirs = git(other, "rev-parse", "HEAD")
     git(model_repo, "remote", "add", "origin", str(bare))
     result = modelrepo.deploy(Add_Offset, repo=str(model_repo))
-    assert result.pushed_to is None
-    assert git(model_repo, "rev-parse", "HEAD") == result.commit
-    err = capsys.readouterr().err
-    assert f"committed {result.commit[:7]} locally, but pushing main to origin failed" in err
+    assert result.pushed_to == "origin"
+    assert git(bare, "rev-parse", "refs/heads/main") == result.commit
+    assert git(model_repo, "rev-parse", f"{result.commit}^") == theirs
+    assert (model_repo / "x.txt").read_text() == "someone else's commit\n"
+    assert git(model_repo, "status", "--porcelain") == ""
+
+
+def test_rejected_push_raises_with_the_remotes_message_and_keeps_the_commit(model_repo, tmp_path):
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(model_repo), str(bare))
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is protected: ask an admin' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    git(model_repo, "remote", "add", "origin", str(bare))
+    with pytest.raises(modelrepo.DeployError) as info:
+        modelrepo.deploy(Add_Offset, repo=str(model_repo))
+    local = git(model_repo, "rev-parse", "main")
+    text = str(info.value)
+    assert f"Add_Offset: committed {local[:7]} (version 1) on main locally, but pushing main to origin failed" in text
+    assert "main is protected: ask an admin" in text
+    assert "The local commit is kept. To retry, run deploy() again" in text
+    assert f"`git -C {model_repo} push origin main`" in text
+    assert git(bare, "rev-parse", "main") != local
+    assert git(model_repo, "status", "--porcelain") == ""
 
 
 def test_switch_branch_sends_later_deploys_to_a_new_branch(model_repo, monkeypatch):

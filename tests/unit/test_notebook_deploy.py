@@ -106,3 +106,87 @@ def test_deploy_from_a_notebook_cell(tmp_path, kernel, git_identity):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == ["no", "yes"]
+
+
+TEAM_CELLS = [
+    "import json, modelrepo",
+    '''
+def make(offset):
+    def Team_Model(x: int) -> int:
+        """
+        >>> Team_Model(0) >= 0
+        True
+        """
+        return x + offset
+    return Team_Model
+''',
+    '''
+try:
+    r = modelrepo.deploy(make(OFFSET), repo=REPO, name=NAME)
+    print(json.dumps({"commit": r.commit, "version": r.version}))
+except modelrepo.DeployError as exc:
+    print(json.dumps({"error": str(exc)}))
+''',
+]
+
+
+def run_team_notebook(tmp_path, kernel: str, repo, name: str, offset: int) -> dict:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(f"REPO, NAME, OFFSET = {str(repo)!r}, {name!r}, {offset}")]
+    nb.cells += [nbformat.v4.new_code_cell(text.strip()) for text in TEAM_CELLS]
+    NotebookClient(nb, kernel_name=kernel, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def remote_version(bare, name: str, sha: str) -> int:
+    from modelrepo.repository import versions_of
+
+    return versions_of(bare, name, rev="main")[[v.commit for v in versions_of(bare, name, rev="main")].index(sha)].number
+
+
+def test_two_clones_deploy_from_notebooks_in_turn_and_at_the_same_time(tmp_path, kernel, git_identity):
+    import threading
+
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=master", str(bare)], check=True)
+    seed = init_repo(tmp_path / "seed")
+    subprocess.run(["git", "push", "-q", str(bare), "main:main"], cwd=seed, check=True)
+    clones = {}
+    for who in ("ada", "bob"):
+        proc = subprocess.run([sys.executable, "-m", "modelrepo.cli", "clone", str(bare), str(tmp_path / who)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        clones[who] = tmp_path / who
+
+    def remote_tip() -> str:
+        return subprocess.run(["git", "rev-parse", "main"], cwd=bare, capture_output=True, text=True).stdout.strip()
+
+    # in turn: bob's clone is stale when he deploys; both report what the remote has
+    first = run_team_notebook(tmp_path, kernel, clones["ada"], "Shared", 1)
+    assert first["version"] == 1 and first["commit"] == remote_tip()
+    second = run_team_notebook(tmp_path, kernel, clones["bob"], "Shared", 2)
+    assert second == {"commit": remote_tip(), "version": 2}
+    assert remote_version(bare, "Shared", second["commit"]) == 2
+
+    # at the same time: each lands with the remote's version and SHA, or fails saying how to retry
+    results: dict[str, dict] = {}
+
+    def go(who: str, offset: int) -> None:
+        results[who] = run_team_notebook(tmp_path, kernel, clones[who], f"{who.title()}_Model", offset)
+
+    threads = [threading.Thread(target=go, args=(who, n)) for n, who in enumerate(clones, 10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    on_remote = subprocess.run(["git", "rev-list", "main"], cwd=bare, capture_output=True, text=True).stdout.split()
+    for who, result in results.items():
+        if "error" in result:  # the other push won the race: the retry the message names works
+            assert "The local commit is kept. To retry, run deploy() again" in result["error"]
+            result = run_team_notebook(tmp_path, kernel, clones[who], f"{who.title()}_Model", 99)
+            on_remote = subprocess.run(["git", "rev-list", "main"], cwd=bare, capture_output=True,
+                                       text=True).stdout.split()
+        assert result["commit"] in on_remote
+        assert remote_version(bare, f"{who.title()}_Model", result["commit"]) == result["version"]
+    assert len(results) == 2

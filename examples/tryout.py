@@ -2,7 +2,8 @@
 
 Used at the end of `make demo` (examples/demo.py): starts `modelrepo serve <repo>`, waits for
 /readyz, runs each example request once to print its real answer next to the curl command,
-then keeps serving until Ctrl-C (or returns at once when not interactive, e.g. in CI).
+then keeps serving until Ctrl-C or SIGTERM, with or without a terminal. `once=True` stops right
+after the examples and says so, with the command that serves again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 
 def serve_and_show(
-    repo: str, examples: list[tuple[str, Any]], port: int = 3000, timeout: float = 180.0
+    repo: str, examples: list[tuple[str, Any]], port: int = 3000, timeout: float = 180.0,
+    once: bool = False,
 ) -> int:
     """`examples`: (deployment name, the `data` to send it) pairs. Returns the server's exit code."""
     base = f"http://127.0.0.1:{port}"
@@ -33,11 +35,18 @@ def serve_and_show(
             print(f"  curl -s {base}/v1/{name}/latest -d '{body}'")
             print(f"  -> {_post(f'{base}/v1/{name}/latest', body)}\n", flush=True)
         print(f"  curl -s {base}/readyz\n  open {base}/ for the OpenAPI page\n", flush=True)
-        if not sys.stdin.isatty() or os.environ.get("CI"):
+        again = f"modelrepo serve {repo} --port {port}"
+        if once:
+            print(f"Stopped the server (--once). Serve again with: {again}", flush=True)
             return 0
-        print("Commit to the repository and watch the new version roll out. Ctrl-C stops.", flush=True)
-        return server.wait()
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it as cleanly as Ctrl-C
+        print(f"Serving until Ctrl-C (or `kill {os.getpid()}`). Commit to the repository and watch "
+              f"the new version roll out.", flush=True)
+        code = server.wait()
+        print(f"modelrepo serve exited with code {code}. Serve again with: {again}", flush=True)
+        return code
     except KeyboardInterrupt:
+        print(f"\nStopped. Serve again with: modelrepo serve {repo} --port {port}", flush=True)
         return 0
     finally:
         if server.poll() is None:
@@ -46,6 +55,10 @@ def serve_and_show(
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float) -> None:
