@@ -34,7 +34,7 @@ def serve(spec: dict[str, Any], host: str, port: int) -> int:
     """Run the BentoML server until interrupted."""
     os.environ[SPEC_ENV] = json.dumps(spec)
     prepare_environment()
-    from modelrepo.runtime.service import Runtime
+    from modelrepo.runtime.bento_service import Runtime
 
     Runtime.serve_http(host=host, port=port)
     return 0

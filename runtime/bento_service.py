@@ -131,14 +131,14 @@ def build_catalog(spec: dict[str, Any]) -> Any:
     mode = spec.get("mode")
     timeout = spec.get("timeout")
     if mode == "folder":
-        from modelrepo.runtime.single import FolderCatalog
+        from modelrepo.runtime.catalogs.folder import FolderCatalog
 
         return FolderCatalog(
             spec["folder"], spec["name"], spec.get("version"), spec.get("commit") or "", timeout,
             branch=spec.get("branch") or None,
         )
     if mode == "repo":
-        from modelrepo.runtime.local import RepoCatalog
+        from modelrepo.runtime.catalogs.repository import RepoCatalog
 
         return RepoCatalog(
             spec["source"], branch=spec.get("branch", "main"), interval=float(spec.get("interval", 2)),

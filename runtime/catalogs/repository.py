@@ -29,8 +29,8 @@ from modelrepo.format import (
 )
 from modelrepo.repository import HistoryError, deployment_versions, extract_folder, folder_trees
 from modelrepo.runtime.app import NotFound, NotReady
+from modelrepo.runtime.catalogs.folder import load_served
 from modelrepo.runtime.served import Served, answer_headers
-from modelrepo.runtime.single import load_served
 
 log = logging.getLogger("modelrepo.runtime")
 MAX_CACHED_OLD_VERSIONS = 8
