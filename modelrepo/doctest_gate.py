@@ -13,7 +13,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from modelrepo.format import DeploymentError, DoctestFailure, load_deployment, run_doctests
+from modelrepo.format import (
+    DeploymentError,
+    DoctestFailure,
+    enter_folder,
+    load_deployment,
+    run_doctests,
+)
 
 # The result line is marked, so output of the user's code on stdout cannot be mistaken for it.
 _MARKER = "modelrepo-doctest-gate:"
@@ -23,6 +29,7 @@ def main(argv: list[str]) -> int:
     folder, check_python = argv[0], "--no-python-check" not in argv
     result: dict[str, object] = {"error": None, "failures": []}
     try:
+        enter_folder(folder)  # as when served: relative paths and packages of the folder resolve
         loaded = load_deployment(folder, check_python=check_python)
         result["failures"] = [asdict(f) for f in run_doctests(loaded)]
     except DeploymentError as exc:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram
 
+from modelrepo.runtime.failures import Unavailable
 from modelrepo.runtime.protocol import (
     BadRequest,
     batch_flag,
@@ -106,7 +107,7 @@ class RuntimeApp:
             status, payload = 404, error_body(str(exc))
         except BodyTooLarge as exc:
             status, payload = 413, error_body(str(exc))
-        except NotReady as exc:
+        except (NotReady, Unavailable) as exc:
             status, payload = 503, error_body(str(exc))
         except ResultNotJSON as exc:
             status, payload = 500, error_body(f"TypeError: {exc}")
