@@ -103,7 +103,8 @@ class WorkerProcess:
         except OSError as exc:
             raise DeploymentError(source, f"crashed {stage}: {exit_cause(self._reap())} ({exc})") from None
         finally:
-            self.sock.settimeout(None)
+            if self.sock.fileno() != -1:  # not closed by kill()
+                self.sock.settimeout(None)
         if not answer["ok"]:
             self.kill()
             raise DeploymentError(Path(answer["path"]), answer["problem"])
