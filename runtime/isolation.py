@@ -11,6 +11,7 @@ thread cannot be freed any other way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -138,6 +139,8 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        with contextlib.suppress(OSError):  # wakes a thread still waiting for an answer
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 
@@ -164,6 +167,7 @@ class IsolatedFunction:
         self._lock = threading.Lock()
         self._failures = 0
         self._closed = False
+        self._state = threading.Lock()  # guards replacing the worker (request, timeout, timer threads)
 
     def start(self) -> None:
         """Start the worker and load the folder with its docstring tests; DeploymentError if refused."""
@@ -191,9 +195,10 @@ class IsolatedFunction:
             self._lost(worker, f"{self.label} did not answer within {seconds:g}s; its worker was killed")
 
     def _lost(self, worker: WorkerProcess, cause: str) -> None:
-        if self._worker is not worker or self._closed:
-            return
-        self._worker = None
+        with self._state:
+            if self._worker is not worker or self._closed:
+                return
+            self._worker = None
         worker.kill()
         delay = min(MAX_BACKOFF, 2.0 ** self._failures)
         self._failures += 1
@@ -219,17 +224,19 @@ class IsolatedFunction:
             timer.daemon = True
             timer.start()
             return
-        if self._closed:
+        with self._state:
+            if not self._closed:
+                self._worker = worker
+                self.cause = ""
+        if self._worker is not worker:
             worker.kill()
             return
-        self._worker = worker
-        self.cause = ""
         print(f"{self.label} restarted", flush=True)
 
     def close(self, grace: float = 0.0) -> None:
         """Stop the worker after `grace` seconds (calls already queued finish first)."""
         def stop() -> None:
-            with self._lock:
+            with self._lock, self._state:
                 self._closed = True
                 worker, self._worker = self._worker, None
                 self.cause = f"{self.label} is no longer served"

@@ -22,10 +22,13 @@ import argparse
 import asyncio
 import contextlib
 import inspect
+import os
 import resource
 import socket
 import struct
 import sys
+import threading
+import time
 from typing import Any
 
 import orjson
@@ -130,6 +133,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose serve process died (even while the function hangs) ends too."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelrepo.runtime.worker")
     parser.add_argument("--fd", type=int, required=True)
@@ -137,6 +147,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     sys.dont_write_bytecode = True  # never write __pycache__ into a deployment folder
     limit_memory(args.memory_limit)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     sock = socket.socket(fileno=args.fd)
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the serve process went away
         Worker(sock).serve()

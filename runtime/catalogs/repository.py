@@ -250,8 +250,9 @@ class RepoCatalog:
             entry: dict[str, Any] = {"name": name, "ready": served is not None}
             if served is not None:
                 entry.update(version=served.number, commit=served.commit)
-            if name in self._problems:
-                entry["reason"] = self._problems[name]
+            crashed = getattr(served.function, "cause", "") if served is not None else ""
+            if name in self._problems or crashed:
+                entry["reason"] = "; ".join(filter(None, (crashed, self._problems.get(name))))
             deployments.append(entry)
         details: dict[str, Any] = {"branch": self.branch, "commit": self._head, "deployments": deployments}
         if not self._synced:

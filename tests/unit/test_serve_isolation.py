@@ -329,3 +329,24 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path):
             assert proc.returncode == 2, proc.stderr
             assert proc.stderr.strip() == f"modelrepo: cannot listen on 127.0.0.1:{port}: already in use " \
                                           "(choose another with --port)"
+
+
+HOG = '''
+def Hog(x):
+    if x == 0:
+        kept = [bytearray(100 * 1024 * 1024) for _ in range(30)]  # 3 GiB, over the 1 GiB limit
+        return len(kept)
+    return x
+'''
+
+
+def test_a_memory_blow_up_stays_in_its_worker(tmp_path, servers):
+    repo = init_repo(tmp_path / "models")
+    write_deployment(repo, "Hog", HOG, ["x:int"])
+    write_deployment(repo, "Healthy", HEALTHY, ["x:int"])
+    commit_all(repo, "v1")
+    server = start_serve(servers, repo, "--memory-limit", "1G")
+    r = server.post("/v1/Hog/latest", {"data": 0})
+    assert (r.status_code, r.json()) == (500, {"error": "MemoryError"})
+    assert server.post("/v1/Hog/latest", {"data": 7}).json() == {"data": 7}
+    assert server.post("/v1/Healthy/latest", {"data": 1}).json() == {"data": 2}
