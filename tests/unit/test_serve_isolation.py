@@ -350,3 +350,37 @@ def test_a_memory_blow_up_stays_in_its_worker(tmp_path, servers):
     assert (r.status_code, r.json()) == (500, {"error": "MemoryError"})
     assert server.post("/v1/Hog/latest", {"data": 7}).json() == {"data": 7}
     assert server.post("/v1/Healthy/latest", {"data": 1}).json() == {"data": 2}
+
+
+SCORE = '''
+import pandas as pd
+
+
+def Score(df):
+    """
+    >>> Score(pd.DataFrame({"a": [1.0], "b": [2.0]})).tolist()
+    [5.0]
+    """
+    return df["a"] + 2 * df["b"].fillna(0)
+'''
+WAITS = '''
+import asyncio
+
+
+async def Waits(x):
+    await asyncio.sleep(0)
+    return [x, "done"]
+'''
+
+
+def test_dataframe_and_async_functions_answer_through_their_worker(tmp_path, servers):
+    repo = init_repo(tmp_path / "models")
+    score = write_deployment(repo, "Score", SCORE, ["df:DataFrame", "return:list"])
+    meta = (score / "metadata.yaml").read_text()
+    (score / "metadata.yaml").write_text(meta.replace("runtimeInfo:\n", "runtimeInfo:\n  dataframeModeColumns: [a, b]\n"))
+    write_deployment(repo, "Waits", WAITS, ["x:int"])
+    commit_all(repo, "v1")
+    server = start_serve(servers, repo)
+    rows = server.post("/v1/Score/latest", {"data": [["x", {"a": 1, "b": 2}], [7, {"b": 1, "a": 0}], [8, {"a": 4}]]})
+    assert rows.status_code == 200 and rows.json() == {"data": [["x", 5.0], [7, 2.0], [8, 4.0]]}
+    assert server.post("/v1/Waits/latest", {"data": 3}).json() == {"data": [3, "done"]}
