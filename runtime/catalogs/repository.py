@@ -80,7 +80,12 @@ class RepoCatalog:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop polling and every worker process."""
         self._stop.set()
+        for served in [*self._latest.values(), *self._cache.values()]:
+            close = getattr(served.function, "close", None)
+            if close is not None:
+                close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
