@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir = cache_root / "serve" / key
         fetch = False
     found = branches_of(repo)
-    branches = found if args.all_branches else wanted
+    branches = all_branches_first_default(repo, found) if args.all_branches else wanted
     missing = [b for b in branches if b not in found]
     if missing or not branches:
         listed = ", ".join(found) or "none with a commit"
@@ -117,6 +117,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving branch {branches[0]} of {redact(args.source)} at http://{args.host}:{args.port}/v1/<Name>/latest"
           f"{more} (checking for new commits every {args.interval})", flush=True)
     return serve_or_fail(spec, args.host, args.port)
+
+
+def all_branches_first_default(repo: Path, found: list[str]) -> list[str]:
+    """Every branch, the one `/v1/<Name>/<ref>` answers for first: main, else the repository's HEAD."""
+    head = git.try_run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=repo)
+    default = "main" if "main" in found else (head.strip() if head and head.strip() in found else "")
+    return [default, *(b for b in found if b != default)] if default else found
 
 
 def branches_of(repo: Path) -> list[str]:

@@ -277,6 +277,11 @@ def test_several_branches_with_branch_routes_and_shas_across_branches(tmp_path, 
     assert [b["branch"] for b in ready["branches"]] == ["main", "staging", "feature/x"]
     assert all(b["ready"] for b in ready["branches"])
 
+    every = start_serve(servers, repo, "--all-branches")  # main first (the default route), then the rest
+    assert [b["branch"] for b in every.client.get("/readyz").json()["branches"]] == ["main", "feature/x", "staging"]
+    assert every.post("/v1/Healthy/latest", {"data": 10}).json() == {"data": 20}
+    assert every.post("/v1/Healthy/feature~x/latest", {"data": 10}).json() == {"data": 40}
+
 
 def test_a_missing_branch_lists_the_branches_found(tmp_path):
     repo = init_repo(tmp_path / "models")
