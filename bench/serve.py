@@ -1,7 +1,9 @@
 """How fast is the runtime? One run on loopback, one command:  .venv/bin/python bench/serve.py
 
-Serves the same scikit-learn LinearRegression function four ways and loads each with wrk:
+Serves the same scikit-learn LinearRegression function five ways and loads each with wrk:
   modelrepo   `modelrepo runtime --dir <folder>` (the pod entry point, BentoML underneath)
+  serve       `modelrepo serve <repo>` (every deployment of a branch, each version in its own
+              worker process: the function call crosses a pipe)
   bentoml     a plain BentoML service written the documented way (@bentoml.api calling it)
   starlette   a minimal Starlette app calling the same function (uvicorn, one process)
   function    the function's own call time, in process (the floor)
@@ -200,6 +202,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-requests", type=int, default=50, help="row-wise 1,000-row requests to time")
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1]),
+                        help="the modelrepo checkout whose code the servers run (default: this one)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("bench/serve.py needs wrk: apt-get install -y wrk")
@@ -214,11 +218,20 @@ def main() -> int:
     (work / "plain_service.py").write_text(PLAIN_BENTOML.format(model=str(model_path)))
     (work / "starlette_app.py").write_text(STARLETTE.format(model=str(model_path)))
 
-    env = {"BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": str(work)}
+    env = {"BENTOML_DO_NOT_TRACK": "true", "PYTHONPATH": os.pathsep.join([str(work), args.root])}
+    repo = work / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    shutil.copytree(folder, repo / "deployments" / "Linear_Model")
+    git = ["git", "-C", str(repo), "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c",
+           "commit.gpgsign=false"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "v1"], check=True)
     procs = {
         "modelrepo": Proc("modelrepo", [PY, "-m", "modelrepo.cli", "runtime", "--dir", str(folder), "--host",
                                         "127.0.0.1", "--port", str(p := free_port())], p,
                           "/v1/Linear_Model/latest", work, env),
+        "serve": Proc("serve", [PY, "-m", "modelrepo.cli", "serve", str(repo), "--cache-dir", str(work / "cache"),
+                                "--port", str(sv := free_port())], sv, "/v1/Linear_Model/latest", work, env),
         "bentoml": Proc("bentoml", [PY, "-m", "bentoml", "serve", "plain_service:Plain", "--host", "127.0.0.1",
                                     "--port", str(q := free_port())], q, "/predict", work,
                         {**env, "BENTOML_HOME": str(work / "bentoml-home")}),
@@ -231,17 +244,18 @@ def main() -> int:
     }
     try:
         procs["modelrepo"].wait("/readyz")
+        procs["serve"].wait("/readyz")
         procs["batch"].wait("/readyz")
         procs["bentoml"].wait("/readyz")
         _wait_starlette(procs["starlette"])
         body = '{"data": 4.0}'
         # correctness first: all three answer the same
-        for name in ("modelrepo", "bentoml", "starlette"):
+        for name in ("modelrepo", "serve", "bentoml", "starlette"):
             p = procs[name]
             r = httpx.post(f"http://127.0.0.1:{p.port}{p.path}", content=body,
                            headers={"content-type": "application/json"})
             assert r.status_code == 200, (name, r.text)
-        results: dict[str, list[dict[str, float]]] = {n: [] for n in ("modelrepo", "bentoml", "starlette")}
+        results: dict[str, list[dict[str, float]]] = {n: [] for n in ("modelrepo", "serve", "bentoml", "starlette")}
         for _ in range(args.rounds):
             for name in results:
                 p = procs[name]
@@ -276,7 +290,7 @@ def main() -> int:
         "| server | req/s | p50 ms | p99 ms | non-2xx |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name in ("modelrepo", "bentoml", "starlette"):
+    for name in ("modelrepo", "serve", "bentoml", "starlette"):
         r = best[name]
         lines.append(f"| {name} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} |")
     lines.append(f"| function alone (in process) | {1 / fn_call:.0f} | {fn_call * 1000:.3f} | | |")

@@ -18,7 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from modelrepo.format import DeploymentError, DoctestFailure, load_deployment, run_doctests
+from modelrepo.format import (
+    DeploymentError,
+    DoctestFailure,
+    enter_folder,
+    load_deployment,
+    run_doctests,
+)
 from modelrepo.modelbit_compat import install as install_modelbit
 
 # The result line is marked, so output of the user's code on stdout cannot be mistaken for it.
@@ -80,6 +86,7 @@ def main(argv: list[str]) -> int:
         _watchdog(float(argv[argv.index("--timeout") + 1]))
     result: dict[str, object] = {"error": None, "failures": []}
     try:
+        enter_folder(folder)  # as when served: relative paths and packages of the folder resolve
         loaded = load_deployment(folder, check_python=check_python)
         result["failures"] = [asdict(f) for f in run_doctests(loaded)]
     except DeploymentError as exc:

@@ -3,11 +3,11 @@
 It is deliberately plain ASGI: a model call goes through one route match, one body read,
 one JSON parse, a worker thread and one JSON dump. BentoML's per-request machinery
 (IO descriptors, pydantic validation, tracing middleware) would cost several times the
-model's own time for a fast model; service.py puts this app in front of BentoML's, which
+model's own time for a fast model; bento_service.py puts this app in front of BentoML's, which
 still answers /livez, /metrics and the OpenAPI docs.
 
-Which versions exist and are loaded is the job of a `Catalog` (single.py for one folder,
-local.py for a whole repository).
+Which versions exist and are loaded is the job of a `Catalog` (catalogs/folder.py for one folder,
+catalogs/repository.py for the branches of a repository).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram
 
+from modelrepo.runtime.failures import Unavailable
 from modelrepo.runtime.protocol import (
     BadRequest,
     batch_flag,
@@ -106,7 +107,7 @@ class RuntimeApp:
             status, payload = 404, error_body(str(exc))
         except BodyTooLarge as exc:
             status, payload = 413, error_body(str(exc))
-        except NotReady as exc:
+        except (NotReady, Unavailable) as exc:
             status, payload = 503, error_body(str(exc))
         except ResultNotJSON as exc:
             status, payload = 500, error_body(f"TypeError: {exc}")

@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from itertools import repeat
 from typing import Any
 
+from modelrepo.runtime.failures import FunctionFailed, Unavailable
 from modelrepo.runtime.protocol import describe_exception
 
 log = logging.getLogger("modelrepo.runtime")
@@ -88,7 +89,13 @@ class BatchDispatcher:
         try:
             while batch := self._next_batch():
                 calls = [c for part, start, end in batch for c in part.calls[start:end]]
-                outcomes = await loop.run_in_executor(self.executor, self.call_batch, calls)
+                try:
+                    outcomes = await loop.run_in_executor(self.executor, self.call_batch, calls)
+                except Exception as exc:  # the worker crashed: every request of the batch hears why
+                    for part, _, _ in batch:
+                        if not part.future.done():
+                            part.future.set_exception(exc)
+                    continue
                 offset = 0
                 for part, start, end in batch:
                     part.outcomes.extend(outcomes[offset:offset + end - start])
@@ -102,10 +109,13 @@ class BatchDispatcher:
         """One call of the function for `calls`; on failure, each row alone (runs in a thread)."""
         try:
             results = self._call(calls)
-        except Exception as exc:
+        except Unavailable:  # the worker process is gone: no row can answer
+            raise
+        except (Exception, SystemExit) as exc:
             if len(calls) == 1:
                 log.error("%s raised on a batch of 1", self.label, exc_info=exc)
-                return [(False, describe_exception(exc))]
+                described = str(exc) if isinstance(exc, FunctionFailed) else describe_exception(exc)
+                return [(False, described)]
             return [outcome for args in calls for outcome in self.call_batch([args])]
         return list(zip(repeat(True), results))
 

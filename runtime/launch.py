@@ -8,9 +8,11 @@ system with only /tmp writable. Usage statistics are switched off: no call leave
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any
 
@@ -30,11 +32,28 @@ def prepare_environment() -> None:
         os.chdir(tempfile.gettempdir())  # BentoML's worker may write relative to its working dir
 
 
+class PortInUse(Exception):
+    """The address to listen on is taken (or not ours to take); the message says which."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before starting BentoML when nothing could listen at host:port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise PortInUse(f"cannot listen on {host}:{port}: {why} (choose another with --port)") from None
+
+
 def serve(spec: dict[str, Any], host: str, port: int) -> int:
     """Run the BentoML server until interrupted."""
+    check_port(host, port)
     os.environ[SPEC_ENV] = json.dumps(spec)
     prepare_environment()
-    from modelrepo.runtime.service import Runtime
+    from modelrepo.runtime.bento_service import Runtime
 
     Runtime.serve_http(host=host, port=port)
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 from modelrepo.format import LoadedDeployment
 from modelrepo.runtime import jsonify
 from modelrepo.runtime.batching import BatchDispatcher, Outcome
+from modelrepo.runtime.failures import FunctionFailed, Unavailable
 from modelrepo.runtime.protocol import Call, describe_exception, error_body, frame_results
 
 log = logging.getLogger("modelrepo.runtime")
@@ -106,7 +107,11 @@ class Served:
             return 200, _batch_body(call.ids, outcomes, self.label)
         except asyncio.TimeoutError:
             log.warning("%s: a request did not finish within %gs", self.label, timeout)
-            self._abandon_stuck_thread()
+            timed_out = getattr(self.function, "timed_out", None)
+            if timed_out is not None:  # a worker process: killing it frees the stuck call
+                timed_out(timeout)
+            else:
+                self._abandon_stuck_thread()
             source = "the request's timeout_seconds" if timeout < self.timeout else "deployment.timeoutSeconds"
             return 504, error_body(f"{self.name} did not answer within {timeout:g}s ({source})")
 
@@ -151,7 +156,13 @@ class Served:
         started = time.perf_counter()
         try:
             outcome: Outcome = (True, self.function(*args))
-        except Exception as exc:
+        except Unavailable:
+            raise
+        except FunctionFailed as exc:  # raised in a worker process, which logged it
+            outcome = (False, str(exc))
+        except ResultNotJSON as exc:
+            outcome = (False, f"TypeError: {exc}")
+        except (Exception, SystemExit) as exc:  # sys.exit() in a function is an error like any other
             log.error("%s raised", self.label, exc_info=exc)
             outcome = (False, describe_exception(exc))
         self._note_duration(time.perf_counter() - started)
@@ -177,7 +188,7 @@ class Served:
     async def _call_async(self, args: tuple[Any, ...]) -> Outcome:
         try:
             return True, await self.function(*args)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             log.error("%s raised", self.label, exc_info=exc)
             return False, describe_exception(exc)
 

@@ -33,7 +33,6 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
     from modelrepo.format import name_problem
-    from modelrepo.runtime.launch import serve
 
     folder = Path(args.dir).resolve()
     if not folder.is_dir():
@@ -58,7 +57,18 @@ def run(args: argparse.Namespace) -> int:
         "branch": args.branch,
         "max_body_bytes": args.max_body_bytes, "timeout": args.timeout,
     }
-    return serve(spec, args.host, args.port)
+    return serve_or_fail(spec, args.host, args.port)
+
+
+def serve_or_fail(spec: dict[str, object], host: str, port: int) -> int:
+    """Run the server; a port that is taken is a one-line error (exit 2), not a traceback."""
+    from modelrepo.cli import UserError
+    from modelrepo.runtime.launch import PortInUse, serve
+
+    try:
+        return serve(spec, host, port)
+    except PortInUse as exc:
+        raise UserError(str(exc)) from None
 
 
 def identity_from_git(folder: Path, name: str) -> tuple[str, int | None]:

@@ -1,9 +1,10 @@
-"""`modelrepo serve <path-or-url>`: serve every deployment of a branch on this machine.
+"""`modelrepo serve <path-or-url>`: serve every deployment of one or more branches on this machine.
 
-Serves the committed state of the branch head (never the work tree), polls the branch and
+Serves the committed state of each branch head (never the work tree), polls the branches and
 swaps in each changed deployment once its new version is loaded and has passed its
 docstring tests, exactly like a push rolls out in the cluster. A git URL is cloned (bare)
-into the cache directory and fetched on every poll.
+into the cache directory and fetched on every poll. Every deployment version runs in a worker
+process of its own (docs/runtime.md, "Isolation").
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 
 from modelrepo import git
-from modelrepo.commands.runtime import add_server_arguments
+from modelrepo.commands.runtime import add_server_arguments, serve_or_fail
 from modelrepo.duration import parse_duration
 from modelrepo.git import redact_urls as redact  # never print credentials
 
@@ -23,19 +24,40 @@ HELP = "serve all deployments of a git branch locally and follow new commits (pu
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a git repository: local path or URL (https://, ssh://, git://, file://, git@host:path)")
-    parser.add_argument("--branch", default="main")
+    parser.add_argument("--branch", action="append", dest="branches", metavar="BRANCH",
+                        help="a branch to serve (repeat for several; the first answers /v1/<Name>/<ref>; "
+                             "default main)")
+    parser.add_argument("--all-branches", action="store_true", help="serve every branch of the repository")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--interval", default="2s", help="how often to look for new commits: seconds (2, 0.5) or a Go duration (2s, 500ms, 1m30s)")
     parser.add_argument("--cache-dir", help="where clones and extracted versions go (default ~/.cache/modelrepo)")
+    parser.add_argument("--memory-limit", default=None,
+                        help="address space per deployment worker, e.g. 2G or 512M; 0 for none "
+                             "(default: half of this machine's memory)")
+    parser.add_argument("--load-timeout", default="120s",
+                        help="how long importing a version and running its docstring tests may take "
+                             "before it is refused (default 120s)")
     add_server_arguments(parser)
 
 
+def parse_size(text: str) -> int:
+    """`2G`, `512M`, `64k`, `1000000` -> bytes (powers of 1024); ValueError if not a size."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in units and value[-1:] else ""
+    number = value[: len(value) - len(unit)]
+    try:
+        size = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size (e.g. 2G, 512M, 0)") from None
+    if size < 0:
+        raise ValueError(f"{text!r} is negative")
+    return int(size * units[unit])
 
 
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
-    from modelrepo.runtime.launch import serve
 
     try:
         interval = parse_duration(args.interval)
@@ -43,6 +65,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--interval: {exc}") from None
     if interval <= 0:
         raise UserError("--interval must be more than 0")
+    try:
+        load_timeout = parse_duration(args.load_timeout)
+        memory_limit = None if args.memory_limit is None else parse_size(args.memory_limit)
+    except ValueError as exc:
+        raise UserError(f"--load-timeout/--memory-limit: {exc}") from None
+    if load_timeout <= 0:
+        raise UserError("--load-timeout must be more than 0")
+    if args.all_branches and args.branches:
+        raise UserError("give --branch or --all-branches, not both")
+    wanted = args.branches or ["main"]
     cache_root = Path(args.cache_dir or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     if not args.cache_dir:
         cache_root = cache_root / "modelrepo"
@@ -55,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"cloning {redact(args.source)} into {repo}", flush=True)
             _git_or_fail(None, "clone", "--bare", "--quiet", args.source, str(repo))
         else:
-            _git_or_fail(repo, "fetch", "--quiet", "--prune", args.source,
-                         f"+refs/heads/{args.branch}:refs/heads/{args.branch}")
+            refspecs = (["+refs/heads/*:refs/heads/*"] if args.all_branches
+                        else [f"+refs/heads/{b}:refs/heads/{b}" for b in wanted])
+            _git_or_fail(repo, "fetch", "--quiet", "--prune", args.source, *refspecs)
         fetch = True
     else:
         path = Path(args.source).resolve()
@@ -68,17 +101,35 @@ def run(args: argparse.Namespace) -> int:
         key = hashlib.sha256(str(path).encode()).hexdigest()[:16]
         cache_dir = cache_root / "serve" / key
         fetch = False
-    if git.rev_parse(repo, f"refs/heads/{args.branch}") is None:
-        raise UserError(f"{redact(args.source)}: no branch {args.branch!r} with a commit")
+    found = branches_of(repo)
+    branches = all_branches_first_default(repo, found) if args.all_branches else wanted
+    missing = [b for b in branches if b not in found]
+    if missing or not branches:
+        listed = ", ".join(found) or "none with a commit"
+        raise UserError(f"no branch {missing[0] if missing else 'at all'!r} in {redact(args.source)}; branches: {listed}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     spec = {
-        "mode": "repo", "source": str(repo), "branch": args.branch, "interval": interval,
-        "cache_dir": str(cache_dir), "fetch": fetch,
+        "mode": "repo", "source": str(repo), "branches": branches, "interval": interval,
+        "cache_dir": str(cache_dir), "fetch": fetch, "memory_limit": memory_limit, "load_timeout": load_timeout,
         "max_body_bytes": args.max_body_bytes, "timeout": args.timeout,
     }
-    print(f"serving branch {args.branch} of {redact(args.source)} at http://{args.host}:{args.port}/v1/<Name>/latest "
-          f"(checking for new commits every {args.interval})", flush=True)
-    return serve(spec, args.host, args.port)
+    more = f" (and /v1/<Name>/<branch>/<ref> for {', '.join(branches)})" if len(branches) > 1 else ""
+    print(f"serving branch {branches[0]} of {redact(args.source)} at http://{args.host}:{args.port}/v1/<Name>/latest"
+          f"{more} (checking for new commits every {args.interval})", flush=True)
+    return serve_or_fail(spec, args.host, args.port)
+
+
+def all_branches_first_default(repo: Path, found: list[str]) -> list[str]:
+    """Every branch, the one `/v1/<Name>/<ref>` answers for first: main, else the repository's HEAD."""
+    head = git.try_run(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=repo)
+    default = "main" if "main" in found else (head.strip() if head and head.strip() in found else "")
+    return [default, *(b for b in found if b != default)] if default else found
+
+
+def branches_of(repo: Path) -> list[str]:
+    """The branch names of `repo`, sorted."""
+    out = git.run(["for-each-ref", "--format=%(refname:short)", "refs/heads/"], cwd=repo)
+    return sorted(line for line in out.splitlines() if line)
 
 
 def _git_or_fail(repo: Path | None, *args: str) -> None:

@@ -10,6 +10,7 @@ import doctest
 import importlib.machinery
 import importlib.util
 import itertools
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -66,6 +67,20 @@ class _NoBytecodeLoader(importlib.machinery.SourceFileLoader):
 
     def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
         return None
+
+
+def enter_folder(folder: str | Path) -> None:
+    """Make `folder` the working directory and the first entry of sys.path, as Modelbit does.
+
+    Deployment code opens files by relative path (`open("model.txt")`) and imports packages that
+    sit in its folder (`from app.db import Query`). This changes the whole process, so call it
+    only in a process that serves one deployment version (a worker, a pod, the doctest gate).
+    """
+    folder = str(Path(folder).resolve())
+    os.chdir(folder)
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
 
 
 def load_deployment(folder: str | Path, *, check_python: bool = True) -> LoadedDeployment:

@@ -7,13 +7,6 @@ from fixtures.modelbit_repos import NEEDS_FOLDER_CONTEXT as FOLDER_CONTEXT
 from fixtures.modelbit_repos import STUB_HASH, build_modelbit_repo
 from fixtures.runtime_server import Server, Servers, wait_for
 
-# These need the folder as working directory and on sys.path when the function is imported
-# and called: that is serve's per-deployment workers (built in another branch). Strict: once it
-# lands they pass, and this marker must go.
-NEEDS_FOLDER_CONTEXT = pytest.mark.xfail(
-    strict=True, reason="needs serve's workers: the folder as working directory and on sys.path"
-)
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, module_servers: Servers) -> Server:
@@ -62,16 +55,13 @@ def test_an_archived_folder_is_not_served(server):
     assert "Old_Model archived at" in server.output()
 
 
-@NEEDS_FOLDER_CONTEXT
 def test_relative_open_works(server):
     assert data(server, "Reads_File", {"data": "Ada"}) == "Hello, Ada!"
 
 
-@NEEDS_FOLDER_CONTEXT
 def test_a_package_inside_the_folder_imports(server):
     assert data(server, "With_Package", {"data": "abc"}) == 3
 
 
-@NEEDS_FOLDER_CONTEXT
 def test_a_python_file_linked_from_common_imports(server):
     assert data(server, "Common_Import", {"data": 2}) == 6

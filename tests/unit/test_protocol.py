@@ -234,7 +234,7 @@ def test_timeout_seconds_shortens_the_deployments_timeout_but_never_lengthens_it
 
 def test_folder_catalog_serves_its_own_branch_or_any_when_it_does_not_know_it(tmp_path):
     from modelrepo.runtime.app import NotFound, NotReady
-    from modelrepo.runtime.single import FolderCatalog
+    from modelrepo.runtime.catalogs.folder import FolderCatalog
 
     on_main = FolderCatalog(tmp_path, "M", 1, "c" * 40, branch="main")
     with pytest.raises(NotFound, match="^M is served here from branch main, not feature/x$"):
@@ -246,7 +246,7 @@ def test_folder_catalog_serves_its_own_branch_or_any_when_it_does_not_know_it(tm
 
 def test_repo_catalog_names_the_branch_it_serves(tmp_path):
     from modelrepo.runtime.app import NotFound
-    from modelrepo.runtime.local import RepoCatalog
+    from modelrepo.runtime.catalogs.repository import RepoCatalog
 
     catalog = RepoCatalog(tmp_path, branch="main", cache_dir=tmp_path / "cache")
     with pytest.raises(NotFound, match="^M is served here from branch main, not staging$"):

@@ -14,6 +14,7 @@ from typing import Any
 
 from modelrepo.format import (
     DeploymentError,
+    enter_folder,
     find_stubs,
     first_failure_message,
     load_deployment,
@@ -75,7 +76,9 @@ class FolderCatalog:
     def _load(self) -> None:
         started = time.monotonic()
         try:
-            # One deployment per process: inlining a proven-fast function can only delay itself.
+            # One deployment per process: its folder is the working directory and on sys.path,
+            # and inlining a proven-fast function can only delay itself.
+            enter_folder(self.folder)
             self._served = load_served(
                 self.folder, self.name, self.number, self.commit, self.default_timeout, may_inline=True
             )

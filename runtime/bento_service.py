@@ -12,7 +12,8 @@ carries X-Modelrepo-Commit and X-Modelrepo-Version.
 What to serve comes from the environment variable MODELREPO_RUNTIME_SPEC (JSON), set by
 `modelrepo runtime` / `modelrepo serve` before BentoML starts its worker process:
   {"mode": "folder", "folder", "name", "version", "commit", "branch", "max_body_bytes", "timeout"}
-  {"mode": "repo", "source", "branch", "interval", "cache_dir", "fetch", "max_body_bytes", "timeout"}
+  {"mode": "repo", "source", "branches", "interval", "cache_dir", "fetch", "max_body_bytes", "timeout",
+   "memory_limit", "load_timeout"}
 """
 
 from __future__ import annotations
@@ -133,19 +134,27 @@ def build_catalog(spec: dict[str, Any]) -> Any:
     mode = spec.get("mode")
     timeout = spec.get("timeout")
     if mode == "folder":
-        from modelrepo.runtime.single import FolderCatalog
+        from modelrepo.runtime.catalogs.folder import FolderCatalog
 
         return FolderCatalog(
             spec["folder"], spec["name"], spec.get("version"), spec.get("commit") or "", timeout,
             branch=spec.get("branch") or None,
         )
     if mode == "repo":
-        from modelrepo.runtime.local import RepoCatalog
+        from modelrepo.runtime.catalogs.branches import BranchesCatalog
+        from modelrepo.runtime.catalogs.repository import RepoCatalog
+        from modelrepo.runtime.isolation import DEFAULT_LOAD_TIMEOUT
 
-        return RepoCatalog(
-            spec["source"], branch=spec.get("branch", "main"), interval=float(spec.get("interval", 2)),
-            cache_dir=spec["cache_dir"], default_timeout=timeout, fetch=bool(spec.get("fetch")),
-        )
+        branches = spec.get("branches") or [spec.get("branch") or "main"]
+        return BranchesCatalog([
+            RepoCatalog(
+                spec["source"], branch=branch, interval=float(spec.get("interval", 2)),
+                cache_dir=spec["cache_dir"], default_timeout=timeout, fetch=bool(spec.get("fetch")),
+                memory_limit=spec.get("memory_limit"),
+                load_timeout=float(spec.get("load_timeout") or DEFAULT_LOAD_TIMEOUT),
+            )
+            for branch in branches
+        ])
     raise RuntimeError(f"{SPEC_ENV} must describe what to serve (mode folder or repo), got {spec!r}")
 
 

@@ -5,6 +5,10 @@ directory keyed by commit (never the work tree). A poll thread watches the branc
 folder is loaded (import + docstring tests) beside the old version and swapped in only when
 it is ready, so requests never see a gap; a version that fails leaves the old one serving and
 the reason is printed. Older versions load on demand into a small LRU cache.
+
+Every version runs in a worker process of its own (runtime/isolation.py): one that crashes,
+hangs or exhausts its memory harms no other, and loading one is bounded by `load_timeout`, so
+a source.py that hangs at import is refused and a later commit is still picked up.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from modelrepo.format import (
     deployment_path,
     describe_range,
     resolve_version,
-    unload,
 )
 from modelrepo.repository import (
     HistoryError,
@@ -35,11 +38,14 @@ from modelrepo.repository import (
     folder_trees,
 )
 from modelrepo.runtime.app import NotFound, NotReady
+from modelrepo.runtime.isolation import DEFAULT_LOAD_TIMEOUT, IsolatedFunction, isolated_deployment
 from modelrepo.runtime.served import Served, answer_headers
-from modelrepo.runtime.single import load_served
 
 log = logging.getLogger("modelrepo.runtime")
 MAX_CACHED_OLD_VERSIONS = 8
+# Seconds a replaced version's worker lives on, so requests that resolved to it before the swap
+# still get their answer.
+SWAP_GRACE_SECONDS = 10.0
 
 
 class RepoCatalog:
@@ -48,7 +54,8 @@ class RepoCatalog:
     def __init__(
         self, repo: str | Path, branch: str = "main", interval: float = 2.0, cache_dir: str | Path = "",
         default_timeout: float | None = None, fetch: bool = False,
-        max_cached: int = MAX_CACHED_OLD_VERSIONS,
+        max_cached: int = MAX_CACHED_OLD_VERSIONS, memory_limit: int | None = None,
+        load_timeout: float = DEFAULT_LOAD_TIMEOUT,
     ) -> None:
         self.repo = str(repo)
         self.branch = branch
@@ -57,6 +64,8 @@ class RepoCatalog:
         self.default_timeout = default_timeout
         self.fetch = fetch
         self.max_cached = max_cached
+        self.memory_limit = memory_limit
+        self.load_timeout = load_timeout
         self.headers = answer_headers("", None)
         self._head = ""
         self._versions: dict[str, list[Version]] = {}
@@ -78,7 +87,12 @@ class RepoCatalog:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop polling and every worker process."""
         self._stop.set()
+        for served in [*self._latest.values(), *self._cache.values()]:
+            close = getattr(served.function, "close", None)
+            if close is not None:
+                close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -150,11 +164,13 @@ class RepoCatalog:
                 continue
             latest[name] = served  # the swap: new requests get the new version from here on
             self._latest = dict(latest)
+            if current is not None:
+                retire(current)
             problems.pop(name, None)
             self._refused.pop(name, None)
             print(f"{label} ready in {time.monotonic() - started:.1f}s", flush=True)
         for name in sorted(set(latest) - present):
-            del latest[name]
+            retire(latest.pop(name))
             print(f"{name} removed at {head[:7]}", flush=True)
         self._present = present
         self._latest = latest
@@ -177,13 +193,22 @@ class RepoCatalog:
     def load(self, name: str, version: Version) -> Served:
         """Extract, import and test one version (any thread); raise DeploymentError if refused."""
         folder = extract_folder(self.repo, version.commit, name, self.cache_dir)
+        label = f"{name} v{version.number} ({version.commit[:7]})"
+        function = IsolatedFunction(folder, label, memory_limit=self.memory_limit, load_timeout=self.load_timeout)
         try:
-            return load_served(folder, name, version.number, version.commit, self.default_timeout)
+            function.start()
+            kwargs: dict[str, Any] = {} if self.default_timeout is None else {"default_timeout": self.default_timeout}
+            return Served(name=name, number=version.number, commit=version.commit,
+                          loaded=isolated_deployment(folder, function), **kwargs)
         except DeploymentError as exc:  # name the file as it is in the repository, not the cache
+            function.close()
             where = Path(exc.path)
             if where.is_relative_to(folder):
                 where = Path(deployment_path(name), where.relative_to(folder))
             raise DeploymentError(where, exc.problem) from None
+        except BaseException:
+            function.close()
+            raise
 
     # -- requests (event loop) ---------------------------------------------------------------
     async def resolve(self, name: str, ref: str, branch: str | None = None) -> Served:
@@ -232,7 +257,7 @@ class RepoCatalog:
             print(f"{name} v{version.number} ({version.commit[:7]}) loaded on demand", flush=True)
             while len(self._cache) > self.max_cached:
                 _, evicted = self._cache.popitem(last=False)
-                unload(evicted.loaded)
+                retire(evicted)
         return self._cache[key]
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -243,8 +268,9 @@ class RepoCatalog:
             entry: dict[str, Any] = {"name": name, "ready": served is not None}
             if served is not None:
                 entry.update(version=served.number, commit=served.commit)
-            if name in self._problems:
-                entry["reason"] = self._problems[name]
+            crashed = getattr(served.function, "cause", "") if served is not None else ""
+            if name in self._problems or crashed:
+                entry["reason"] = "; ".join(filter(None, (crashed, self._problems.get(name))))
             deployments.append(entry)
         details: dict[str, Any] = {"branch": self.branch, "commit": self._head, "deployments": deployments}
         if not self._synced:
@@ -255,3 +281,10 @@ class RepoCatalog:
             details["error"] = "; ".join(d.get("reason", f"{d['name']} is loading") for d in missing)
             return False, details
         return True, details
+
+
+def retire(served: Served) -> None:
+    """Stop the worker of a version no longer served, once requests already sent to it are answered."""
+    close = getattr(served.function, "close", None)
+    if close is not None:
+        close(SWAP_GRACE_SECONDS)
