@@ -71,15 +71,16 @@ class GatewayApp:
             return
         path = scope["path"]
         if path in ("/livez", "/healthz"):
-            return await _send(send, 200, b'{"live": true}')
-        if path == "/readyz":
+            await _send(send, 200, b'{"live": true}')
+        elif path == "/readyz":
             ready = self.table() is not None
-            return await _send(send, 200 if ready else 503, json.dumps(
+            await _send(send, 200 if ready else 503, json.dumps(
                 {"ready": ready} if ready else {"ready": False, "error": "no routing table loaded yet"}).encode())
-        if path == "/metrics":
-            return await _send(send, 200, generate_latest(), content_type=CONTENT_TYPE_LATEST.encode())
-        status = await self._model_call(scope, receive, send, path)
-        REQUESTS.labels(str(status)).inc()
+        elif path == "/metrics":
+            await _send(send, 200, generate_latest(), content_type=CONTENT_TYPE_LATEST.encode())
+        else:
+            status = await self._model_call(scope, receive, send, path)
+            REQUESTS.labels(str(status)).inc()
 
     async def _model_call(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> int:
         route = parse_route(path)
