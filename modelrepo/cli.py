@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "fetch": "modelrepo.commands.fetch",
     "call": "modelrepo.commands.call",
     "check": "modelrepo.commands.check",
+    "gateway": "modelrepo.commands.gateway",
 }
 
 

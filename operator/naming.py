@@ -28,6 +28,11 @@ def child_name(repo: str, deployment: str) -> str:
     return name
 
 
+def gateway_child_name(repo: str) -> str:
+    """The name of a ModelRepo's gateway Deployment and Service: `<repo>-gateway`."""
+    return child_name(repo, "gateway")
+
+
 def label_value(text: str) -> str:
     """A label value (<= 63 characters of [A-Za-z0-9_.-]) that still identifies `text`."""
     value = re.sub(r"[^A-Za-z0-9_.-]", "-", text).strip("-_.")

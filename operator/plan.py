@@ -14,7 +14,7 @@ from typing import Any
 
 from modelrepo.format import deployment_path, name_problem
 from modelrepo.operator.keys import ANN_CONFIG, ANN_TREE
-from modelrepo.operator.naming import child_name
+from modelrepo.operator.naming import child_name, gateway_child_name
 from modelrepo.operator.render import Folder
 
 
@@ -77,6 +77,11 @@ def make_plan(
             plan.archived.append(name)
             continue
         child = child_name(repo_name, name)
+        if child == gateway_child_name(repo_name):
+            plan.invalid[name] = (
+                f"{deployment_path(name)}: its Kubernetes name {child!r} is the workspace gateway's; rename the folder"
+            )
+            continue
         if child in owners:
             plan.invalid[name] = (
                 f"{deployment_path(name)}: its Kubernetes name {child!r} collides with {deployment_path(owners[child])}; rename one"

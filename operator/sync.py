@@ -8,6 +8,7 @@ only the changed folders, prune removed ones, write the status, post Events.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -17,7 +18,13 @@ from typing import Any
 
 import kopf
 
-from modelrepo.format import DeploymentError, deployment_path, read_metadata, validate_folder
+from modelrepo.format import (
+    ENDPOINTS_DIR,
+    DeploymentError,
+    deployment_path,
+    read_metadata,
+    validate_folder,
+)
 from modelrepo.git import Credentials, GitError
 from modelrepo.operator import gitsource, kube, metrics
 from modelrepo.operator.keys import ANN_COMMIT, ANN_NAME, ANN_TREE, ANN_VERSION
@@ -49,6 +56,7 @@ class RepoState:
     source_error: str | None = None
     source_reason: str = "FetchFailed"
     failures: int = 0
+    gateway: dict[str, str] = field(default_factory=dict)  # hashes of the gateway objects last applied
 
 
 @dataclass
@@ -174,6 +182,7 @@ def _full_sync(run: _Sync) -> SyncResult:
     }
     state.invalid = run.result.invalid = invalid
     state.archived = set(plan.archived)
+    _apply_gateway(run, state.folders)
     refresh_status(run.body, state, synced=True)
     metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
     return run.result
@@ -257,6 +266,40 @@ def _check_and_apply(
     settings = FolderSettings(replicas=metadata.replicas, resources=metadata.resources, env=metadata.env)
     kube.apply(render_deployment(repo, folder, settings))
     return None
+
+
+def _apply_gateway(run: _Sync, folders: dict[str, Folder]) -> None:
+    """The gateway's routing table (deployed folders, endpoints/ at the commit), Deployment, Service.
+
+    A failure here is reported and leaves the model deployments alone."""
+    from modelrepo.format.endpoints import cross_problems, read_endpoints
+    from modelrepo.operator import gateway
+
+    repo = run.repo
+    try:
+        with tempfile.TemporaryDirectory(prefix="modelrepo-endpoints-") as tmp:
+            with contextlib.suppress(GitError):  # no endpoints/ at this commit
+                gitsource.export_folders(run.cache, repo.url, run.sha, [ENDPOINTS_DIR], Path(tmp), run.creds)
+            found, errors = read_endpoints(tmp)
+        problems = [_relative(str(e), Path(tmp)) for e in errors]
+        problems += [f"{ENDPOINTS_DIR}/{f}: {p}" for f, p in cross_problems(found, set(folders))]
+        for problem in problems:
+            run.event("Warning", "InvalidEndpoint", problem)
+        table = gateway.routing_table(repo, folders, found.to_json())
+        keys_secret = (run.spec.get("apiKeysSecretRef") or {}).get("name")
+        wanted = {"table": gateway.table_hash(table), "pods": gateway.table_hash([repo.config_hash(), keys_secret])}
+        applied = run.state.gateway
+        if applied.get("table") != wanted["table"]:
+            kube.apply(gateway.render_config_map(repo, table))
+        if applied.get("pods") != wanted["pods"]:
+            kube.apply(gateway.render_deployment(repo, keys_secret))
+            kube.apply(gateway.render_service(repo))
+        if applied.get("table") != wanted["table"]:
+            kube.annotate_pods(repo.namespace, gateway.gateway_labels(repo), {gateway.ANN_TABLE: wanted["table"]})
+        run.state.gateway = wanted
+    except Exception as exc:  # noqa: BLE001 - the gateway must never block the model deployments
+        log.exception("gateway of %s/%s not applied", repo.namespace, repo.name)
+        run.event("Warning", "GatewayFailed", f"gateway not updated: {exc}")
 
 
 def folders_from_children(deployments: list[dict[str, Any]]) -> dict[str, Folder]:

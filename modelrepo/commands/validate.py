@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     )
 
     root = Path(args.dir)
-    if (root / DEPLOYMENTS_DIR).is_dir():
+    whole_repo = (root / DEPLOYMENTS_DIR).is_dir()
+    if whole_repo:
         folders = deployment_folders(root)
     elif (root / METADATA_FILE).exists() or (root / SOURCE_FILE).exists():
         folders, root = [root], root.parent.parent if root.parent.name == DEPLOYMENTS_DIR else root.parent
@@ -45,11 +46,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"{os.path.relpath(folder, root)}: archived (not served)")
     folders = [folder for folder in folders if folder not in archived]
     problems = [e for folder in folders for e in validate_folder(folder)]
-    for error in problems:
+    endpoint_problems, endpoints = check_endpoints(root, {f.name for f in folders}) if whole_repo else ([], 0)
+    for error in problems + endpoint_problems:
         print(f"{os.path.relpath(error.path, root)}: {error.problem}")
-    if problems:
+    if problems or endpoint_problems:
         bad = len({Path(os.path.relpath(e.path, root)).parts[:2] for e in problems})
-        print(f"{len(problems)} problem(s) in {bad} of {len(folders)} deployment(s)")
+        where = [f"{bad} of {len(folders)} deployment(s)"] if problems else []
+        where += [f"{len({e.path for e in endpoint_problems})} endpoints file(s)"] if endpoint_problems else []
+        print(f"{len(problems) + len(endpoint_problems)} problem(s) in {' and '.join(where)}")
         return 1
-    print(f"{len(folders)} deployment(s) valid" + (f", {len(archived)} archived" if archived else ""))
+    print(f"{len(folders)} deployment(s) valid" + (f", {len(archived)} archived" if archived else "")
+          + (f", {endpoints} endpoints file(s) valid" if endpoints else ""))
     return 0
+
+
+def check_endpoints(root: Path, deployments: set[str]) -> tuple[list, int]:
+    """Problems of endpoints/*.yaml (each file, then names across the repository), and the file count."""
+    from modelrepo.format import ENDPOINTS_DIR, DeploymentError
+    from modelrepo.format.endpoints import cross_problems, endpoint_files, read_endpoints
+
+    found, problems = read_endpoints(root)
+    problems += [DeploymentError(root / ENDPOINTS_DIR / f, p) for f, p in cross_problems(found, deployments)]
+    return problems, len(endpoint_files(root))

@@ -20,7 +20,8 @@ EXPECTED_RULES = {
     ("modelrepo.dev", "modelrepos/status"): {"get", "patch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"get", "list", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods"): {"get", "list", "watch", "patch"},  # patch: the gateway pods' table annotation
+    ("", "configmaps"): {"get", "create", "patch"},  # the gateway's routing table
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
 }

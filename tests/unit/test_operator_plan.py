@@ -66,3 +66,10 @@ def test_invalid_and_colliding_names_are_reported_and_skipped():
     assert "bad-name" in plan.invalid and "Python identifier" in plan.invalid["bad-name"]
     assert "collides" in plan.invalid["foo_bar"]
     assert [f.name for f in plan.apply] == ["Foo_Bar"]
+
+
+def test_a_folder_named_like_the_gateway_is_refused_not_applied():
+    folders = {"Gateway": Folder("Gateway", "t1", "c1", 1), "Ok": Folder("Ok", "t2", "c2", 1)}
+    plan = make_plan("models", folders, [], [], config_hash=CONFIG)
+    assert [f.name for f in plan.apply] == ["Ok"]
+    assert "is the workspace gateway's; rename the folder" in plan.invalid["Gateway"]

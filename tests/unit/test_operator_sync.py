@@ -33,10 +33,12 @@ class MemoryAPI:
         monkeypatch.setattr(kube, "apply_status", self.apply_status)
         monkeypatch.setattr(kube, "post_event", lambda body, t, reason, msg: self.writes.append(f"event {reason} {msg}"))
         monkeypatch.setattr(kube, "read_secret", lambda ns, name: self.secrets[name])
+        monkeypatch.setattr(kube, "annotate_pods", lambda ns, labels, ann: self.writes.append(f"annotate {ann}"))
 
-    def list_children(self, ns, repo):
-        deps = [copy.deepcopy(o) for (k, _), o in sorted(self.objects.items()) if k == "Deployment"]
-        svcs = [copy.deepcopy(o) for (k, _), o in sorted(self.objects.items()) if k == "Service"]
+    def list_children(self, ns, repo):  # the children's label selector, as kube.list_children asks
+        children = {key: o for key, o in sorted(self.objects.items()) if "modelrepo.dev/repo" in o["metadata"]["labels"]}
+        deps = [copy.deepcopy(o) for (k, _), o in children.items() if k == "Deployment"]
+        svcs = [copy.deepcopy(o) for (k, _), o in children.items() if k == "Service"]
         return deps, svcs, []
 
     def apply(self, obj):
@@ -150,3 +152,33 @@ def test_unreachable_repository_prunes_nothing_and_recovers(api, git_servers, tm
     source = next(c for c in api.status["conditions"] if c["type"] == "SourceReady")
     assert source["status"] == "True"
 
+
+
+def test_endpoints_change_the_gateway_table_and_restart_no_model_pod(api, git_servers, tmp_path):
+    import json
+
+    from modelrepo.operator.gateway import table_hash
+
+    bare = git_servers.create_repo("sync-gateway")
+    work = WorkRepo.create(bare, tmp_path / "w")
+    work.write_deployment("A")
+    work.commit_push("A")
+    body, state = body_for(git_servers.daemon_url("sync-gateway"), apiKeysSecretRef={"name": "keys"}), RepoState()
+    sync.sync(body, state, tmp_path / "cache")
+    table = json.loads(api.objects[("ConfigMap", "models-gateway")]["data"]["gateway.json"])
+    assert table["upstreams"] == [{"name": "A", "branch": "main", "version": 1, "commit": table["upstreams"][0]["commit"],
+                                   "latest": True, "url": "http://models-a.ml.svc"}]
+    pod = api.objects[("Deployment", "models-gateway")]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"][-2:] == ["--api-keys", "/etc/modelrepo/api-keys/keys"]
+    assert {"name": "api-keys", "secret": {"secretName": "keys", "defaultMode": 0o440}} in pod["volumes"]
+
+    api.writes.clear()
+    work.write("endpoints/split.yaml", "backends: {a: {deployment: {name: A, version: 1}, weight: 3}}\nschemaVersion: 1\n")
+    work.write("endpoints/broken.yaml", "backends: {}\n")
+    work.commit_push("an endpoint")
+    sync.sync(body, state, tmp_path / "cache")
+    table = json.loads(api.objects[("ConfigMap", "models-gateway")]["data"]["gateway.json"])
+    assert table["definitions"]["main"]["endpoints"]["split"]["backends"]["a"]["weight"] == 3
+    assert [w for w in api.writes if w.startswith(("apply", "annotate"))] == [
+        "apply ConfigMap models-gateway", f"annotate {{'modelrepo.dev/table': '{table_hash(table)}'}}"]
+    assert "event InvalidEndpoint endpoints/broken.yaml: backends: an endpoint needs at least one backend" in api.writes

@@ -60,6 +60,14 @@ pods/exec, nothing cluster-scoped.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
+# The gateway: its routing table (ConfigMap <repo>-gateway), and an annotation on its pods so the
+# kubelet refreshes the mounted table at once (patch, metadata only; nothing restarts).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [patch]
 # Git credentials and webhookSecret: read-only, by name (no list: the names come from spec.secretRef).
 - apiGroups: [""]
   resources: [secrets]

@@ -1,0 +1,201 @@
+"""The gateway's ASGI app: check the key, decide the route, forward, copy to mirrors.
+
+Forwarding uses one pooled aiohttp client session (keep-alive connections to every upstream).
+The caller gets the primary's status, body and X-Modelrepo-* headers unchanged, plus
+`X-Modelrepo-Backend` when an endpoint chose the backend. Mirror copies are sent after the
+primary's answer is on its way, in background tasks bounded by `max_mirrors_in_flight`
+(beyond it copies are dropped, never queued); their answers and failures are discarded and
+only counted, so a mirror can never slow or fail the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from modelrepo.runtime.gateway.keys import KeyRing, authorization
+from modelrepo.runtime.gateway.routing import Decision, Hop, RouteError, Table, decide
+from modelrepo.runtime.protocol import error_body, parse_route
+
+log = logging.getLogger("modelrepo.gateway")
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+PASSED_HEADERS = (b"x-modelrepo-commit", b"x-modelrepo-version")
+FORWARDED_REQUEST_HEADERS = ("content-type",)
+
+REQUESTS = Counter("modelrepo_gateway_requests_total", "Requests answered by the gateway", ["status"])
+MIRRORED = Counter("modelrepo_gateway_mirrored_total", "Mirror copies by outcome", ["outcome"])
+
+
+class GatewayApp:
+    """ASGI callable; `table()` and `keys()` give the current routing table and key ring.
+
+    Both are callables so that a reload (config.Watcher) takes effect on the next request.
+    `keys()` returning None means no API keys are configured (no check)."""
+
+    def __init__(
+        self, table: Callable[[], Table | None], keys: Callable[[], KeyRing | None] = lambda: None, *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, timeout: float = 600.0, max_mirrors_in_flight: int = 64,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.table = table
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.timeout = timeout
+        self.draw = draw
+        self.mirror_slots = max_mirrors_in_flight
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_startup: list[Callable[[], Any]] = []
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=30, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
+                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path in ("/livez", "/healthz"):
+            await _send(send, 200, b'{"live": true}')
+        elif path == "/readyz":
+            ready = self.table() is not None
+            await _send(send, 200 if ready else 503, json.dumps(
+                {"ready": ready} if ready else {"ready": False, "error": "no routing table loaded yet"}).encode())
+        elif path == "/metrics":
+            await _send(send, 200, generate_latest(), content_type=CONTENT_TYPE_LATEST.encode())
+        else:
+            status = await self._model_call(scope, receive, send, path)
+            REQUESTS.labels(str(status)).inc()
+
+    async def _model_call(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> int:
+        route = parse_route(path)
+        if route is None:
+            return await _send(send, 404, error_body(
+                f"no route {path}; models answer at POST /v1/<Name>/<version> or /v1/<Name>/<branch>/<version>"))
+        name, branch, ref = route
+        keys = self.keys()
+        if keys is not None:
+            problem = keys.check(authorization(scope["headers"]), name)
+            if problem:
+                return await _send(send, 401, error_body(problem), [(b"www-authenticate", b"Bearer")])
+        if scope["method"] != "POST":
+            return await _send(send, 405, error_body(f"{scope['method']} {path}: use POST with a JSON body"),
+                               [(b"allow", b"POST")])
+        table = self.table()
+        if table is None:
+            return await _send(send, 503, error_body("the gateway has no routing table yet"))
+        try:
+            decision = decide(table, name, branch, ref, self.draw())
+        except RouteError as exc:
+            return await _send(send, exc.status, error_body(str(exc)))
+        body = await _read_body(scope, receive, self.max_body_bytes)
+        if body is None:
+            return await _send(send, 413, error_body(f"request body is over the limit of {self.max_body_bytes} bytes"))
+        query = scope.get("query_string") or b""
+        status = await self._forward(decision.primary, body, query, scope["headers"], send)
+        self._mirror(decision, body, query, scope["headers"])
+        return status
+
+    async def _forward(self, hop: Hop, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]], send: Any) -> int:
+        url = hop.url + ("?" + query.decode("latin-1") if query else "")
+        extra = [(b"x-modelrepo-backend", hop.backend.encode())] if hop.backend else []
+        try:
+            async with self.session().post(url, data=body, headers=_request_headers(headers)) as response:
+                payload = await response.read()
+                passed = [(k.lower(), v) for k, v in response.raw_headers if k.lower() in PASSED_HEADERS]
+                content_type = response.headers.get("content-type", "application/json").encode()
+                return await _send(send, response.status, payload, passed + extra, content_type=content_type)
+        except asyncio.TimeoutError:
+            return await _send(send, 504, error_body(f"{hop.name} on {hop.branch} did not answer in {self.timeout:g}s"), extra)
+        except aiohttp.ClientError as exc:
+            log.warning("upstream of %s on %s failed: %s", hop.name, hop.branch, type(exc).__name__)
+            return await _send(send, 503, error_body(f"{hop.name} on {hop.branch} is not reachable: {type(exc).__name__}"), extra)
+
+    def _mirror(self, decision: Decision, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        for hop in decision.mirrors:
+            if len(self._tasks) >= self.mirror_slots:
+                MIRRORED.labels("dropped").inc()
+                continue
+            task = asyncio.get_running_loop().create_task(self._copy(hop, body, query, headers))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _copy(self, hop: Hop, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        url = hop.url + ("?" + query.decode("latin-1") if query else "")
+        try:
+            async with self.session().post(url, data=body, headers=_request_headers(headers)) as response:
+                await response.read()
+                MIRRORED.labels("answered" if response.status < 500 else "failed").inc()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            MIRRORED.labels("failed").inc()
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                for hook in self.on_startup:
+                    hook()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for task in list(self._tasks):
+                    task.cancel()
+                if self._session is not None:
+                    await self._session.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Only the content type goes on: never the caller's Authorization (keys stay at the gateway)."""
+    for key, value in headers:
+        if key == b"content-type":
+            return {"Content-Type": value.decode("latin-1")}
+    return {"Content-Type": "application/json"}
+
+
+async def _read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes | None:
+    """The request body, or None when it is over `limit` bytes."""
+    for key, value in scope["headers"]:
+        if key == b"content-length" and value.isdigit() and int(value) > limit:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(
+    send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+    content_type: bytes = b"application/json",
+) -> int:
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(headers or [])],
+    })
+    await send({"type": "http.response.body", "body": body})
+    return status
