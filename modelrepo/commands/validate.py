@@ -35,6 +35,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise UserError(f"{args.dir}: no such directory")
     problems = [e for folder in folders for e in validate_folder(folder)]
+    if (root / DEPLOYMENTS_DIR).is_dir():  # the repository's datasets/*.yaml (no database contacted)
+        from modelrepo.duration import parse_duration
+        from modelrepo.format.datasets import validate_datasets
+
+        problems += validate_datasets(root, parse_duration)
     for error in problems:
         print(f"{os.path.relpath(error.path, root)}: {error.problem}")
     if problems:
