@@ -127,7 +127,10 @@ def run_query(dataset: Dataset) -> Any:
         with engine.connect() as conn, conn.begin():
             if engine.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            return pd.read_sql_query(sqlalchemy.text(dataset.query), conn)
+            result = conn.execute(sqlalchemy.text(dataset.query))
+            if not result.returns_rows:
+                raise DatasetError(dataset.name, "the query returns no rows (a dataset is a SELECT)")
+            return pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()), coerce_float=True)
     except sqlalchemy.exc.DBAPIError as exc:
         raise DatasetError(dataset.name, f"query failed on warehouse {dataset.warehouse!r}: {_clean(exc.orig)}") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
