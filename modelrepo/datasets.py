@@ -142,8 +142,9 @@ def run_query(dataset: Dataset) -> Any:
 def _clean(exc: BaseException) -> str:
     """The database's message, first lines only, with any URL credentials removed."""
     text = str(exc).strip()
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("(Background")]
-    return git.redact_urls(" ".join(lines[:3])) or type(exc).__name__
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [line for line in lines if line.strip("^ ") and not line.startswith("(Background")]
+    return git.redact_urls("; ".join(lines[:3])) or type(exc).__name__
 
 
 # -- the cache ---------------------------------------------------------------------------------

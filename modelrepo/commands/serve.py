@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--interval", default="2s", help="how often to look for new commits: seconds (2, 0.5) or a Go duration (2s, 500ms, 1m30s)")
     parser.add_argument("--cache-dir", help="where clones and extracted versions go (default ~/.cache/modelrepo)")
+    parser.add_argument("--secrets", help="YAML file of secret names to values, for modelrepo.get_secret (docs/data.md)")
+    parser.add_argument("--warehouses", help="YAML file of warehouse names to SQLAlchemy URLs, for datasets/*.yaml (docs/data.md)")
     add_server_arguments(parser)
 
 
@@ -43,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--interval: {exc}") from None
     if interval <= 0:
         raise UserError("--interval must be more than 0")
+    for option, path, env in (("--secrets", args.secrets, "MODELREPO_SECRETS_FILE"),
+                              ("--warehouses", args.warehouses, "MODELREPO_WAREHOUSES_FILE")):
+        if path:
+            if not Path(path).is_file():
+                raise UserError(f"{option} {path}: no such file")
+            os.environ[env] = str(Path(path).resolve())  # read by get_secret / get_dataset, here and in workers
     cache_root = Path(args.cache_dir or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     if not args.cache_dir:
         cache_root = cache_root / "modelrepo"

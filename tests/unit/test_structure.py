@@ -60,10 +60,22 @@ def test_the_sdk_uses_no_runtime_or_operator_internals():
 
 
 def test_the_runtime_does_not_import_the_operator_or_the_sdk():
-    allowed = ("modelrepo.format", "modelrepo.git", "modelrepo.repository", "modelrepo.runtime", "modelrepo.duration")
+    allowed = ("modelrepo.format", "modelrepo.git", "modelrepo.repository", "modelrepo.runtime", "modelrepo.duration",
+               "modelrepo.datasets", "modelrepo.secrets")
     offenders = {
         module: [name for name in names if not name.startswith(allowed)]
         for module, names in project_imports(ROOT / "runtime").items()
+    }
+    assert {m: n for m, n in offenders.items() if n} == {}
+
+
+def test_datasets_and_secrets_use_only_the_format_the_git_wrapper_and_durations():
+    """Deployment code calls them in pods and in `serve`: they must not drag in SDK or operator."""
+    allowed = ("modelrepo.format", "modelrepo.git", "modelrepo.duration")
+    offenders = {
+        module: [name for name in imports_of(ROOT / "modelrepo" / module) if name.startswith("modelrepo")
+                 and not name.startswith(allowed)]
+        for module in ("datasets.py", "secrets.py")
     }
     assert {m: n for m, n in offenders.items() if n} == {}
 
