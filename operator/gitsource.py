@@ -7,6 +7,7 @@ shallow, sparse fetch need.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from modelrepo.git import (
@@ -138,9 +139,10 @@ def export_folder(
 
 
 def sparse_checkout(
-    url: str, sha: str, path: str, dest: Path, creds: Credentials | None = None, ref: str | None = None
+    url: str, sha: str, path: str, dest: Path, creds: Credentials | None = None, ref: str | None = None,
+    also: Sequence[str] = (),
 ) -> Path:
-    """Fetch only `path` at `sha` into the work tree `dest`: shallow, blobless, sparse.
+    """Fetch only `path` (and the folders in `also`, if present) at `sha` into `dest`: shallow, blobless, sparse.
 
     Used by the pods' init container; falls back to fetching the branch when the server refuses
     a request for a bare SHA (protocol v0 servers without allowReachableSHA1InWant).
@@ -154,7 +156,7 @@ def sparse_checkout(
         git("init", "-q")
         git("remote", "add", "origin", url)
         git("config", "core.sparseCheckout", "true")
-        git("sparse-checkout", "set", "--no-cone", f"/{path.strip('/')}/")
+        git("sparse-checkout", "set", "--no-cone", *(f"/{p.strip('/')}/" for p in (path, *also)))
         try:
             git("fetch", "-q", "--no-tags", "--depth=1", "--filter=blob:none", "origin", sha)
         except GitError:

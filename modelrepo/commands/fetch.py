@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from modelrepo.format import DATASETS_DIR
     from modelrepo.git import Credentials, GitError
     from modelrepo.operator.gitsource import sparse_checkout
 
@@ -38,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         for child in dest.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     try:
-        target = sparse_checkout(args.url, args.commit, args.path, dest, creds, ref=args.ref)
+        # datasets/ of the same commit comes along (small YAML files): the runtime reads the
+        # queries there (MODELREPO_DATASETS_DIR=<dest>/datasets, docs/data.md).
+        target = sparse_checkout(args.url, args.commit, args.path, dest, creds, ref=args.ref, also=(DATASETS_DIR,))
     except GitError as exc:
         raise UserError(f"fetching {args.path} at {args.commit[:12]}: {exc}") from None
     print(f"fetched {args.path} at {args.commit[:12]} into {target}")

@@ -233,3 +233,30 @@ def test_sync_repository_takes_a_new_query_only_once_it_works(env, tmp_path):
     gone = commit_all(repo, "gone")
     assert sync_repository(repo, gone, active) == {}
     assert not (active / "customers.yaml").exists()
+
+
+# -- datasets reach the pod with its folder ------------------------------------------------------
+def test_the_pods_fetch_brings_datasets_of_the_same_commit(tmp_path):
+    from fixtures.runtime_server import write_deployment
+
+    repo = init_repo(tmp_path / "repo")
+    for name in ("A", "B"):
+        write_deployment(repo, name, f"def {name}(x: int):\n    return x\n", ["x:int"])
+    first = commit_all(repo, "no datasets yet")
+    (repo / "datasets").mkdir()
+    write(repo / "datasets", "customers", "select 1")
+    second = commit_all(repo, "a dataset")
+
+    def fetch(commit: str, dest: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modelrepo.cli", "fetch", "--url", f"file://{repo}",
+                               "--commit", commit, "--path", "deployments/A", "--dest", str(dest)],
+                              capture_output=True, text=True)
+
+    proc = fetch(second, tmp_path / "pod")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "pod" / "datasets" / "customers.yaml").read_text() == (repo / "datasets" / "customers.yaml").read_text()
+    assert (tmp_path / "pod" / "deployments" / "A" / "source.py").exists()
+    assert not (tmp_path / "pod" / "deployments" / "B").exists()
+    proc = fetch(first, tmp_path / "old")  # a commit without datasets/ fetches as before
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "old" / "datasets").exists()
