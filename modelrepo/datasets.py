@@ -226,6 +226,15 @@ def datasets_used(folder: str | Path) -> list[str]:
     return sorted(set(_USES.findall(text)))
 
 
+def reads_runtime_data(folder: str | Path) -> bool:
+    """True when source.py calls get_dataset or get_secret: it can only be run where those are set up."""
+    try:
+        text = (Path(folder) / SOURCE_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(re.search(r"\bget_(dataset|secret)\s*\(", text))
+
+
 def prepare(names: Iterable[str], directory: str | Path | None = None) -> None:
     """Run (or take from the cache) every named dataset; DatasetError for the first that fails.
 

@@ -7,6 +7,7 @@ shallow, sparse fetch need.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -140,9 +141,12 @@ def export_folder(
 
 def sparse_checkout(
     url: str, sha: str, path: str, dest: Path, creds: Credentials | None = None, ref: str | None = None,
-    also: Sequence[str] = (),
+    also: Sequence[str] = (), also_at: str | None = None,
 ) -> Path:
     """Fetch only `path` (and the folders in `also`, if present) at `sha` into `dest`: shallow, blobless, sparse.
+
+    `also_at`: take the `also` folders from that commit instead (the newest commit that changed
+    them, so an unrelated push changes nothing in the pod).
 
     Used by the pods' init container; falls back to fetching the branch when the server refuses
     a request for a bare SHA (protocol v0 servers without allowReachableSHA1InWant).
@@ -164,6 +168,17 @@ def sparse_checkout(
                 raise
             git("fetch", "-q", "--no-tags", "--filter=blob:none", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}")
         git("-c", "advice.detachedHead=false", "checkout", "-q", sha)
+        if also and also_at and also_at != sha:
+            try:
+                git("fetch", "-q", "--no-tags", "--depth=1", "--filter=blob:none", "origin", also_at)
+            except GitError:
+                if not ref or SHA_RE.match(ref):
+                    raise
+                git("fetch", "-q", "--no-tags", "--filter=blob:none", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}")
+            for extra in also:
+                shutil.rmtree(dest / extra, ignore_errors=True)
+                if git("ls-tree", "--name-only", also_at, "--", extra.strip("/")):
+                    git("checkout", "-q", also_at, "--", extra.strip("/"))
     folder = dest / path
     if not folder.is_dir():
         raise GitError(f"{path} does not exist at commit {sha[:12]}")

@@ -247,9 +247,9 @@ def test_the_pods_fetch_brings_datasets_of_the_same_commit(tmp_path):
     write(repo / "datasets", "customers", "select 1")
     second = commit_all(repo, "a dataset")
 
-    def fetch(commit: str, dest: Path) -> subprocess.CompletedProcess[str]:
+    def fetch(commit: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "modelrepo.cli", "fetch", "--url", f"file://{repo}",
-                               "--commit", commit, "--path", "deployments/A", "--dest", str(dest)],
+                               "--commit", commit, "--path", "deployments/A", "--dest", str(dest), *extra],
                               capture_output=True, text=True)
 
     proc = fetch(second, tmp_path / "pod")
@@ -260,3 +260,25 @@ def test_the_pods_fetch_brings_datasets_of_the_same_commit(tmp_path):
     proc = fetch(first, tmp_path / "old")  # a commit without datasets/ fetches as before
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "old" / "datasets").exists()
+    # The operator names the newest commit that changed datasets/ (the folder's commit may be older).
+    proc = fetch(first, tmp_path / "later", "--datasets-at", second)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "later" / "datasets" / "customers.yaml").exists()
+    assert (tmp_path / "later" / "deployments" / "A" / "source.py").exists()
+    proc = fetch(second, tmp_path / "earlier", "--datasets-at", first)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "earlier" / "datasets").exists()
+
+
+def test_the_init_check_leaves_folders_reading_datasets_to_the_runtime_container(tmp_path):
+    from fixtures.runtime_server import write_deployment
+
+    repo = init_repo(tmp_path / "repo")
+    source = 'import modelrepo\nTABLE = modelrepo.get_dataset("customers")\ndef A(x: int):\n    return x\n'
+    write_deployment(repo, "A", source, ["x:int"])
+    commit = commit_all(repo, "A reads a dataset at import")
+    proc = subprocess.run([sys.executable, "-m", "modelrepo.cli", "fetch", "--url", f"file://{repo}", "--commit", commit,
+                           "--path", "deployments/A", "--dest", str(tmp_path / "pod"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "A: reads datasets or secrets: import and docstring tests run in the runtime container" in proc.stdout
