@@ -7,6 +7,7 @@ does not touch a folder leaves its pods alone.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -35,6 +36,9 @@ RUNTIME_PORT = 3000
 RUNTIME_UID = 10001
 MODEL_DIR = "/model"
 CREDENTIALS_DIR = "/etc/modelrepo/git"
+# Datasets and secrets (docs/data.md): mounted into the runtime container only.
+WAREHOUSES_DIR = "/etc/modelrepo/warehouses"
+SECRETS_DIR = "/etc/modelrepo/secrets"
 # Bump when the rendering changes in a way that must roll every child.
 RENDER_VERSION = "1"
 
@@ -52,6 +56,8 @@ class RepoRef:
     secret_name: str | None = None
     runtime: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
+    warehouses_secret: str | None = None
+    secrets: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (Secret name, deployment globs)
 
     @classmethod
     def from_body(cls, body: Any) -> RepoRef:
@@ -66,6 +72,8 @@ class RepoRef:
             secret_name=(spec.get("secretRef") or {}).get("name"),
             runtime=dict(spec.get("runtime") or {}),
             service=dict(spec.get("service") or {}),
+            warehouses_secret=(spec.get("warehousesSecretRef") or {}).get("name"),
+            secrets=tuple((s["name"], tuple(s.get("deployments") or ["*"])) for s in spec.get("secrets") or []),
         )
 
     @property
@@ -79,6 +87,8 @@ class RepoRef:
     def config_hash(self) -> str:
         """Hash of every repository-level input of the rendering: a change rolls every child."""
         data = [RENDER_VERSION, self.url, self.ref, self.secret_name, self.image, self.runtime, self.service]
+        if self.warehouses_secret or self.secrets:  # only then: existing children keep their hash
+            data += [self.warehouses_secret, [[n, list(g)] for n, g in self.secrets]]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,6 +100,7 @@ class Folder:
     tree: str
     commit: str  # the newest commit that changed this folder
     version: int
+    datasets_commit: str = ""  # the newest commit that changed datasets/ ("" = take them from `commit`)
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,27 @@ def _env(folder: Folder, settings: FolderSettings, repo: RepoRef) -> list[dict[s
     return fixed + repo_env + own
 
 
+def _data_mounts(repo: RepoRef, folder: Folder) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes, runtime mounts and env for datasets, warehouses and secrets (never the fetch container's)."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env = [{"name": "MODELREPO_DATASETS_DIR", "value": f"{MODEL_DIR}/datasets"}]
+    if repo.warehouses_secret:
+        volumes.append({"name": "warehouses", "secret": {"secretName": repo.warehouses_secret, "defaultMode": 0o440}})
+        mounts.append({"name": "warehouses", "mountPath": WAREHOUSES_DIR, "readOnly": True})
+        env.append({"name": "MODELREPO_WAREHOUSES_DIR", "value": WAREHOUSES_DIR})
+    dirs = []
+    for index, (secret, globs) in enumerate(repo.secrets):
+        if not any(fnmatch.fnmatchcase(folder.name, g) for g in globs):
+            continue
+        volumes.append({"name": f"secret-{index}", "secret": {"secretName": secret, "defaultMode": 0o440}})
+        mounts.append({"name": f"secret-{index}", "mountPath": f"{SECRETS_DIR}/{secret}", "readOnly": True})
+        dirs.append(f"{SECRETS_DIR}/{secret}")
+    if dirs:
+        env.append({"name": "MODELREPO_SECRETS_DIRS", "value": ":".join(dirs)})
+    return volumes, mounts, env
+
+
 def _container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -165,6 +197,9 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
     ]
     if repo.branch:
         fetch_args += ["--ref", repo.branch]
+    if folder.datasets_commit and folder.datasets_commit != folder.commit:
+        fetch_args += ["--datasets-at", folder.datasets_commit]
+    data_volumes, data_mounts, data_env = _data_mounts(repo, folder)
     init_mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [
         {"name": "model", "emptyDir": {}},
@@ -201,7 +236,7 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
             "image": image,
             "imagePullPolicy": pull,
             "args": ["runtime", "--dir", f"{MODEL_DIR}/{path}", "--port", str(RUNTIME_PORT), "--name", folder.name],
-            "env": _env(folder, settings, repo),
+            "env": _env(folder, settings, repo) + data_env,
             "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
             "readinessProbe": {**probe_base, "periodSeconds": 2, "failureThreshold": 3},
             "livenessProbe": {
@@ -215,11 +250,12 @@ def render_deployment(repo: RepoRef, folder: Folder, settings: FolderSettings) -
             "volumeMounts": [
                 {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
                 {"name": "tmp", "mountPath": "/tmp"},
+                *data_mounts,
             ],
             "securityContext": _container_security(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
-        "volumes": volumes,
+        "volumes": volumes + data_volumes,
     }
     for key in ("serviceAccountName", "nodeSelector", "tolerations"):
         if repo.runtime.get(key):
