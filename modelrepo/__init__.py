@@ -14,7 +14,7 @@ from modelrepo.format.values import load_value
 
 __all__ = [
     "deploy", "switch_branch", "current_branch", "load_value", "DeployError", "DeployResult",
-    "get_inference", "InferenceError",
+    "get_inference", "InferenceError", "get_secret", "get_dataset",
 ]
 _DEPLOYER = ("deploy", "switch_branch", "current_branch", "DeployError", "DeployResult")
 
@@ -33,4 +33,12 @@ def __getattr__(name: str) -> Any:
         from modelrepo import client
 
         return getattr(client, name)
+    if name == "get_secret":
+        from modelrepo.secrets import get_secret
+
+        return get_secret
+    if name == "get_dataset":
+        from modelrepo.datasets import get_dataset
+
+        return get_dataset
     raise AttributeError(f"module 'modelrepo' has no attribute {name!r}")

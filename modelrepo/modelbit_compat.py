@@ -41,32 +41,17 @@ def _caller_deployment(depth: int = 2) -> str:
     return "?"
 
 
-def _missing(call: str, function: str, what: str) -> RuntimeError:
-    return RuntimeError(
-        f"{call}: modelrepo.{function} is missing in this modelrepo version: {what} for deployments "
-        "come with modelrepo's data-for-deployments support (secrets, SQL datasets). Until then, "
-        "pass the value through the deployment's environment (metadata.yaml deployment.env) or a "
-        "file in the folder."
-    )
-
-
 def get_secret(name: str, *args: Any, **kwargs: Any) -> Any:
-    """`modelbit.get_secret("NAME")`: modelrepo's secret of that name, when modelrepo has secrets."""
-    import modelrepo
+    """`modelbit.get_secret("NAME")`: modelrepo's secret of that name (docs/data.md)."""
+    from modelrepo.secrets import get_secret as real
 
-    real = getattr(modelrepo, "get_secret", None)
-    if real is None:
-        raise _missing(f"modelbit.get_secret({name!r})", "get_secret", "secrets")
     return real(name, *args, **kwargs)
 
 
 def get_dataset(name: str, *args: Any, **kwargs: Any) -> Any:
-    """`modelbit.get_dataset("name", filters=...)`: modelrepo's dataset, when modelrepo has datasets."""
-    import modelrepo
+    """`modelbit.get_dataset("name", filters=...)`: modelrepo's dataset as a DataFrame (docs/data.md)."""
+    from modelrepo.datasets import get_dataset as real
 
-    real = getattr(modelrepo, "get_dataset", None)
-    if real is None:
-        raise _missing(f"modelbit.get_dataset({name!r})", "get_dataset", "datasets")
     return real(name, *args, **kwargs)
 
 

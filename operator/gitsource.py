@@ -7,6 +7,8 @@ shallow, sparse fetch need.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from modelrepo.format import common_targets
@@ -164,9 +166,13 @@ def export_folder(
 
 
 def sparse_checkout(
-    url: str, sha: str, path: str, dest: Path, creds: Credentials | None = None, ref: str | None = None
+    url: str, sha: str, path: str, dest: Path, creds: Credentials | None = None, ref: str | None = None,
+    also: Sequence[str] = (), also_at: str | None = None,
 ) -> Path:
-    """Fetch only `path` at `sha` into the work tree `dest`: shallow, blobless, sparse.
+    """Fetch only `path` (and the folders in `also`, if present) at `sha` into `dest`: shallow, blobless, sparse.
+
+    `also_at`: take the `also` folders from that commit instead (the newest commit that changed
+    them, so an unrelated push changes nothing in the pod).
 
     Used by the pods' init container; falls back to fetching the branch when the server refuses
     a request for a bare SHA (protocol v0 servers without allowReachableSHA1InWant).
@@ -180,7 +186,7 @@ def sparse_checkout(
         git("init", "-q")
         git("remote", "add", "origin", url)
         git("config", "core.sparseCheckout", "true")
-        git("sparse-checkout", "set", "--no-cone", f"/{path.strip('/')}/")
+        git("sparse-checkout", "set", "--no-cone", *(f"/{p.strip('/')}/" for p in (path, *also)))
         try:
             git("fetch", "-q", "--no-tags", "--depth=1", "--filter=blob:none", "origin", sha)
         except GitError:
@@ -191,6 +197,17 @@ def sparse_checkout(
         common = _existing(None, sha, linked_common(dest, [path.strip("/")]), cwd=dest)
         if common:  # Modelbit's shared files: the common/ paths the folder's links point to
             git("sparse-checkout", "add", *(f"/{p}" for p in common))
+        if also and also_at and also_at != sha:
+            try:
+                git("fetch", "-q", "--no-tags", "--depth=1", "--filter=blob:none", "origin", also_at)
+            except GitError:
+                if not ref or SHA_RE.match(ref):
+                    raise
+                git("fetch", "-q", "--no-tags", "--filter=blob:none", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}")
+            for extra in also:
+                shutil.rmtree(dest / extra, ignore_errors=True)
+                if git("ls-tree", "--name-only", also_at, "--", extra.strip("/")):
+                    git("checkout", "-q", also_at, "--", extra.strip("/"))
     folder = dest / path
     if not folder.is_dir():
         raise GitError(f"{path} does not exist at commit {sha[:12]}")

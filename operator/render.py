@@ -8,6 +8,7 @@ does not touch a folder leaves its pods alone.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ RUNTIME_PORT = 3000
 RUNTIME_UID = 10001
 MODEL_DIR = "/model"
 CREDENTIALS_DIR = "/etc/modelrepo/git"
+# Datasets and secrets (docs/data.md): mounted into the runtime container only.
+WAREHOUSES_DIR = "/etc/modelrepo/warehouses"
+SECRETS_DIR = "/etc/modelrepo/secrets"
 # Bump when the rendering changes in a way that must roll every child.
 RENDER_VERSION = "2"  # 2: fetch (git only, with the Secret) and check (no Secret) init containers
 
@@ -55,6 +59,8 @@ class RepoRef:
     secret_name: str | None = None
     runtime: dict[str, Any] = field(default_factory=dict)
     service: dict[str, Any] = field(default_factory=dict)
+    warehouses_secret: str | None = None
+    secrets: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (Secret name, deployment globs)
 
     @classmethod
     def from_body(cls, body: Any) -> RepoRef:
@@ -69,6 +75,8 @@ class RepoRef:
             secret_name=(spec.get("secretRef") or {}).get("name"),
             runtime=dict(spec.get("runtime") or {}),
             service=dict(spec.get("service") or {}),
+            warehouses_secret=(spec.get("warehousesSecretRef") or {}).get("name"),
+            secrets=tuple((s["name"], tuple(s.get("deployments") or ["*"])) for s in spec.get("secrets") or []),
         )
 
     @property
@@ -85,6 +93,8 @@ class RepoRef:
             RENDER_VERSION, self.url, self.ref, self.secret_name, self.image, self.runtime, self.service,
             policy.render_inputs(),
         ]
+        if self.warehouses_secret or self.secrets:  # only then: existing children keep their hash
+            data += [self.warehouses_secret, [[n, list(g)] for n, g in self.secrets]]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -96,6 +106,7 @@ class Folder:
     tree: str
     commit: str  # the newest commit that changed this folder
     version: int
+    datasets_commit: str = ""  # the newest commit that changed datasets/ ("" = take them from `commit`)
 
 
 @dataclass(frozen=True)
@@ -150,6 +161,27 @@ def _env(folder: Folder, settings: FolderSettings, repo: RepoRef) -> list[dict[s
     return fixed + repo_env + own
 
 
+def _data_mounts(repo: RepoRef, folder: Folder) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes, runtime mounts and env for datasets, warehouses and secrets (the runtime container's only)."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env = [{"name": "MODELREPO_DATASETS_DIR", "value": f"{MODEL_DIR}/datasets"}]
+    if repo.warehouses_secret:
+        volumes.append({"name": "warehouses", "secret": {"secretName": repo.warehouses_secret, "defaultMode": 0o440}})
+        mounts.append({"name": "warehouses", "mountPath": WAREHOUSES_DIR, "readOnly": True})
+        env.append({"name": "MODELREPO_WAREHOUSES_DIR", "value": WAREHOUSES_DIR})
+    dirs = []
+    for index, (secret, globs) in enumerate(repo.secrets):
+        if not any(fnmatch.fnmatchcase(folder.name, g) for g in globs):
+            continue
+        volumes.append({"name": f"secret-{index}", "secret": {"secretName": secret, "defaultMode": 0o440}})
+        mounts.append({"name": f"secret-{index}", "mountPath": f"{SECRETS_DIR}/{secret}", "readOnly": True})
+        dirs.append(f"{SECRETS_DIR}/{secret}")
+    if dirs:
+        env.append({"name": "MODELREPO_SECRETS_DIRS", "value": ":".join(dirs)})
+    return volumes, mounts, env
+
+
 def _container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -197,6 +229,8 @@ def _fetch_container(pod: _Pod) -> dict[str, Any]:
     ]
     if repo.branch:
         args += ["--ref", repo.branch]
+    if folder.datasets_commit and folder.datasets_commit != folder.commit:
+        args += ["--datasets-at", folder.datasets_commit]
     mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "git-tmp", "mountPath": "/tmp"}]
     if repo.secret_name:
         args += ["--credentials", CREDENTIALS_DIR]
@@ -216,11 +250,12 @@ def _check_container(pod: _Pod) -> dict[str, Any]:
 
 
 def _runtime_container(pod: _Pod) -> dict[str, Any]:
-    """Serves the folder; no Secret."""
+    """Serves the folder; no git Secret (the warehouses and secrets granted to it, read-only)."""
+    _volumes, data_mounts, data_env = _data_mounts(pod.repo, pod.folder)
     return pod.container(
         "runtime",
         ["runtime", "--dir", pod.folder_dir, "--port", str(RUNTIME_PORT), "--name", pod.folder.name],
-        env=pod.env,
+        env=pod.env + data_env,
         ports=[{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
         readinessProbe={"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2, "failureThreshold": 3},
         livenessProbe={
@@ -229,7 +264,7 @@ def _runtime_container(pod: _Pod) -> dict[str, Any]:
         },
         startupProbe={"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 2, "failureThreshold": 300},
         resources=pod.resources,
-        volumeMounts=_code_mounts(),
+        volumeMounts=_code_mounts() + data_mounts,
     )
 
 
@@ -254,7 +289,7 @@ def _pod_spec(pod: _Pod) -> dict[str, Any]:
         },
         "initContainers": [_fetch_container(pod), _check_container(pod)],
         "containers": [_runtime_container(pod)],
-        "volumes": _volumes(pod.repo, pod.policy),
+        "volumes": _volumes(pod.repo, pod.policy) + _data_mounts(pod.repo, pod.folder)[0],
     }
     for key in ("serviceAccountName", "nodeSelector", "tolerations"):
         if pod.repo.runtime.get(key):

@@ -65,11 +65,13 @@ def exit_cause(returncode: int | None) -> str:
 class WorkerProcess:
     """One live worker process with one deployment folder loaded (or loading)."""
 
-    def __init__(self, folder: Path, label: str, python: str, memory_limit: int) -> None:
+    def __init__(
+        self, folder: Path, label: str, python: str, memory_limit: int, extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.folder = folder
         self.label = label
         parent, child = socket.socketpair()
-        env = dict(os.environ)
+        env = {**os.environ, **(extra_env or {})}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
             [python, "-m", "modelrepo.runtime.worker", "--fd", str(child.fileno()),
@@ -157,8 +159,10 @@ class IsolatedFunction:
     def __init__(
         self, folder: Path, label: str, *, python: str = sys.executable,
         memory_limit: int | None = None, load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.folder = folder
+        self.env = dict(env or {})  # on top of this process's environment, for this worker only
         self.label = label
         self.python = python
         self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
@@ -172,7 +176,7 @@ class IsolatedFunction:
 
     def start(self) -> None:
         """Start the worker and load the folder with its docstring tests; DeploymentError if refused."""
-        worker = WorkerProcess(self.folder, self.label, self.python, self.memory_limit)
+        worker = WorkerProcess(self.folder, self.label, self.python, self.memory_limit, self.env)
         worker.load(self.load_timeout, doctests=True)
         self._worker = worker
 
@@ -214,7 +218,7 @@ class IsolatedFunction:
         if self._closed:
             return
         try:
-            worker = WorkerProcess(self.folder, self.label, self.python, self.memory_limit)
+            worker = WorkerProcess(self.folder, self.label, self.python, self.memory_limit, self.env)
             worker.load(self.load_timeout, doctests=False)
         except DeploymentError as exc:
             self._failures += 1

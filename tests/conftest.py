@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "fixtures.operator",
     "fixtures.helm",
     "fixtures.runtime_server",
+    "fixtures.postgres",
 ]

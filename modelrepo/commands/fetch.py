@@ -24,9 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dest", required=True, help="directory to fetch into (an emptyDir in pods)")
     parser.add_argument("--ref", help="branch the commit is on (fallback for servers refusing SHA wants)")
     parser.add_argument("--credentials", help="directory of a mounted Secret (identity, known_hosts, username, password, bearerToken)")
+    parser.add_argument("--datasets-at", help="commit to take datasets/ from (default: --commit)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from modelrepo.format import DATASETS_DIR
     from modelrepo.git import Credentials, GitError
     from modelrepo.operator.gitsource import sparse_checkout
 
@@ -34,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
     dest = Path(args.dest)
     clear(dest)  # a restarted init container starts from scratch
     try:
-        target = sparse_checkout(args.url, args.commit, args.path, dest, creds, ref=args.ref)
+        # datasets/ of the same commit comes along (small YAML files): the runtime reads the
+        # queries there (MODELREPO_DATASETS_DIR=<dest>/datasets, docs/data.md).
+        target = sparse_checkout(args.url, args.commit, args.path, dest, creds, ref=args.ref,
+                                 also=(DATASETS_DIR,), also_at=args.datasets_at)
     except GitError as exc:
         clear(dest)
         raise UserError(f"fetching {args.path} at {args.commit[:12]}: {exc}") from None

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load-timeout", default="120s",
                         help="how long importing a version and running its docstring tests may take "
                              "before it is refused (default 120s)")
+    parser.add_argument("--secrets", help="YAML file of secret names to values, for modelrepo.get_secret (docs/data.md)")
+    parser.add_argument("--warehouses", help="YAML file of warehouse names to SQLAlchemy URLs, for datasets/*.yaml (docs/data.md)")
     add_server_arguments(parser)
 
 
@@ -75,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if args.all_branches and args.branches:
         raise UserError("give --branch or --all-branches, not both")
     wanted = args.branches or ["main"]
+    for option, path, env in (("--secrets", args.secrets, "MODELREPO_SECRETS_FILE"),
+                              ("--warehouses", args.warehouses, "MODELREPO_WAREHOUSES_FILE")):
+        if path:
+            if not Path(path).is_file():
+                raise UserError(f"{option} {path}: no such file")
+            os.environ[env] = str(Path(path).resolve())  # read by get_secret / get_dataset, here and in workers
     cache_root = Path(args.cache_dir or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     if not args.cache_dir:
         cache_root = cache_root / "modelrepo"

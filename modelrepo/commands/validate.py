@@ -47,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     folders = [folder for folder in folders if folder not in archived]
     problems = [e for folder in folders for e in validate_folder(folder)]
     endpoint_problems, endpoints = check_endpoints(root, {f.name for f in folders}) if whole_repo else ([], 0)
+    if whole_repo:  # the repository's datasets/*.yaml (no database contacted)
+        from modelrepo.duration import parse_duration
+        from modelrepo.format.datasets import validate_datasets
+
+        problems += validate_datasets(root, parse_duration)
     for error in problems + endpoint_problems:
         print(f"{os.path.relpath(error.path, root)}: {error.problem}")
     if problems or endpoint_problems:

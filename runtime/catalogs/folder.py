@@ -31,9 +31,18 @@ def load_served(
     folder: Path, name: str, number: int | None, commit: str, default_timeout: float | None = None,
     *, may_inline: bool = False,
 ) -> Served:
-    """Import the folder and run its docstring tests; raise DeploymentError saying why not."""
+    """Import the folder and run its docstring tests; raise DeploymentError saying why not.
+
+    The datasets its source.py reads run first: a failing query keeps the version from serving.
+    """
+    from modelrepo.datasets import DatasetError, datasets_used, prepare
+
     for path, problem in find_stubs(folder):  # a stub is named, never unpickled
         raise DeploymentError(path, problem)
+    try:
+        prepare(datasets_used(folder))
+    except DatasetError as exc:
+        raise DeploymentError(folder / "source.py", str(exc)) from None
     loaded = load_deployment(folder)
     failures = run_doctests(loaded)
     if failures:

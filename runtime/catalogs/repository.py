@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -22,7 +23,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from modelrepo import git
+from modelrepo import datasets, git
 from modelrepo.format import (
     DeploymentError,
     Version,
@@ -79,6 +80,11 @@ class RepoCatalog:
         self._failed: dict[tuple[str, str], str] = {}
         self._refused: dict[str, str] = {}             # name -> newest commit that was refused
         self._loading: dict[tuple[str, str], asyncio.Future[Served]] = {}
+        # datasets/*.yaml of the branch head, each replaced only once its query works; the
+        # results are cached on disk too, so worker processes (which inherit the env) share them.
+        self.datasets_dir = self.cache_dir / "datasets"
+        os.environ.setdefault(datasets.CACHE_ENV, str(self.cache_dir / "dataset-results"))
+        self._dataset_problems: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelrepo-poll", daemon=True)
 
@@ -125,6 +131,17 @@ class RepoCatalog:
         for name in sorted(archived - self._archived):
             print(f"{name} archived at {head[:7]} (not served)", flush=True)
         self._archived, present = archived, present - archived
+        dataset_problems = datasets.sync_repository(self.repo, head, self.datasets_dir)
+        for name, problem in sorted(dataset_problems.items()):
+            if self._dataset_problems.get(name) != problem:
+                kept = (self.datasets_dir / f"{name}.yaml").exists()
+                print(f"{problem} (at {head[:7]}; {'the previous definition stays' if kept else 'nothing'} in use)",
+                      flush=True)
+        for fixed in set(self._dataset_problems) - set(dataset_problems):  # retry who it kept out
+            for name, reason in self._problems.items():
+                if f"dataset '{fixed}'" in reason:
+                    self._refused.pop(name, None)
+        self._dataset_problems = dataset_problems
         latest = dict(self._latest)
         problems = dict(self._problems)
         self._versions = {**self._versions, **versions}
@@ -193,8 +210,15 @@ class RepoCatalog:
     def load(self, name: str, version: Version) -> Served:
         """Extract, import and test one version (any thread); raise DeploymentError if refused."""
         folder = extract_folder(self.repo, version.commit, name, self.cache_dir)
+        for dataset in datasets.datasets_used(folder):  # never worked: say why, not "no file"
+            problem = self._dataset_problems.get(dataset)
+            if problem and not (self.datasets_dir / f"{dataset}.yaml").exists():
+                raise DeploymentError(f"{deployment_path(name)}/source.py", problem)
         label = f"{name} v{version.number} ({version.commit[:7]})"
-        function = IsolatedFunction(folder, label, memory_limit=self.memory_limit, load_timeout=self.load_timeout)
+        function = IsolatedFunction(
+            folder, label, memory_limit=self.memory_limit, load_timeout=self.load_timeout,
+            env={datasets.DIR_ENV: str(self.datasets_dir)},  # this branch's dataset definitions
+        )
         try:
             function.start()
             kwargs: dict[str, Any] = {} if self.default_timeout is None else {"default_timeout": self.default_timeout}
@@ -271,6 +295,11 @@ class RepoCatalog:
             crashed = getattr(served.function, "cause", "") if served is not None else ""
             if name in self._problems or crashed:
                 entry["reason"] = "; ".join(filter(None, (crashed, self._problems.get(name))))
+            elif served is not None:  # still serving with the old query of a dataset it reads
+                broken = [self._dataset_problems[d] for d in datasets.datasets_used(served.loaded.folder)
+                          if d in self._dataset_problems]
+                if broken:
+                    entry["reason"] = "; ".join(broken)
             deployments.append(entry)
         details: dict[str, Any] = {"branch": self.branch, "commit": self._head, "deployments": deployments}
         if not self._synced:

@@ -72,17 +72,18 @@ def test_source_py_loads_values_relative_to_itself_and_logs_with_its_name(tmp_pa
         unload(loaded)
 
 
-def test_secrets_and_datasets_say_what_is_missing(monkeypatch):
-    import modelrepo
+def test_secrets_and_datasets_are_modelrepos(monkeypatch, tmp_path):
+    """modelbit.get_secret / get_dataset are modelrepo's, with their clear errors."""
+    from modelrepo.datasets import DatasetError
+    from modelrepo.secrets import SecretNotFound
 
-    monkeypatch.delattr(modelrepo, "get_secret", raising=False)
-    monkeypatch.delattr(modelrepo, "get_dataset", raising=False)
-    with pytest.raises(RuntimeError, match=r"modelbit.get_secret\('API_KEY'\): modelrepo.get_secret is missing"):
-        modelbit_compat.get_secret("API_KEY")
-    with pytest.raises(RuntimeError, match=r"modelbit.get_dataset\('sales'\): modelrepo.get_dataset is missing"):
-        modelbit_compat.get_dataset("sales", filters={"region": "EU"})
-    monkeypatch.setattr(modelrepo, "get_secret", lambda name, **kw: f"secret of {name}", raising=False)
-    assert modelbit_compat.get_secret("API_KEY") == "secret of API_KEY"
+    monkeypatch.setenv("MODELREPO_SECRET_API_KEY", "k-123")
+    assert modelbit_compat.get_secret("API_KEY") == "k-123"
+    with pytest.raises(SecretNotFound, match="NOPE"):
+        modelbit_compat.get_secret("NOPE")
+    monkeypatch.setenv("MODELREPO_DATASETS_DIR", str(tmp_path))
+    with pytest.raises(DatasetError, match="sales"):
+        modelbit_compat.get_dataset("sales", filters={"region": ["EU"]})
 
 
 def test_parse_arg_reads_json_and_keeps_plain_text():

@@ -60,14 +60,26 @@ def test_the_sdk_uses_no_runtime_or_operator_internals():
 
 
 def test_the_runtime_does_not_import_the_operator_or_the_sdk():
-    # modelbit_compat is part of the API deployment code imports (`import modelbit`), like load_value.
+    # modelbit_compat, datasets and secrets are the API deployment code imports (`import modelbit`,
+    # get_dataset, get_secret), like load_value.
     allowed = (
         "modelrepo.format", "modelrepo.git", "modelrepo.repository", "modelrepo.runtime",
-        "modelrepo.duration", "modelrepo.modelbit_compat",
+        "modelrepo.duration", "modelrepo.modelbit_compat", "modelrepo.datasets", "modelrepo.secrets",
     )
     offenders = {
         module: [name for name in names if not name.startswith(allowed)]
         for module, names in project_imports(ROOT / "runtime").items()
+    }
+    assert {m: n for m, n in offenders.items() if n} == {}
+
+
+def test_datasets_and_secrets_use_only_the_format_the_git_wrapper_and_durations():
+    """Deployment code calls them in pods and in `serve`: they must not drag in SDK or operator."""
+    allowed = ("modelrepo.format", "modelrepo.git", "modelrepo.duration")
+    offenders = {
+        module: [name for name in imports_of(ROOT / "modelrepo" / module) if name.startswith("modelrepo")
+                 and not name.startswith(allowed)]
+        for module in ("datasets.py", "secrets.py")
     }
     assert {m: n for m, n in offenders.items() if n} == {}
 
