@@ -7,6 +7,9 @@ v1 and mirrors every call to Shadow, which appends its argument to a file; alias
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -128,3 +131,21 @@ def test_an_alias_follows_a_commit_that_moves_it(served):
     unknown = server.post("/v1/Scorer/unofficial", {"data": 1}, headers=auth)
     assert unknown.status_code == 404
     assert KEY not in server.output()
+
+
+def test_a_keys_file_that_cannot_be_read_or_holds_no_key_stops_serve_with_a_clear_message(tmp_path):
+    repo = init_repo(tmp_path / "models")
+    write_deployment(repo, "Scorer", SCORER.format(version=1), ["x"])
+    commit_all(repo, "v1")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nobody yet\n")
+
+    def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modelrepo.cli", "serve", str(repo), *args],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+
+    missing = serve("--api-keys", str(tmp_path / "nope.txt"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr and "nope.txt" in missing.stderr
+    no_key = serve(env={"MODELREPO_API_KEYS_FILE": str(empty)})
+    assert no_key.returncode == 2 and "holds no key" in no_key.stderr
+    assert "Traceback" not in missing.stderr + no_key.stderr
