@@ -149,3 +149,22 @@ def test_a_keys_file_that_cannot_be_read_or_holds_no_key_stops_serve_with_a_clea
     no_key = serve(env={"MODELREPO_API_KEYS_FILE": str(empty)})
     assert no_key.returncode == 2 and "holds no key" in no_key.stderr
     assert "Traceback" not in missing.stderr + no_key.stderr
+
+
+def test_routes_leave_plain_names_alone_and_resolve_endpoints_and_aliases_per_branch():
+    from modelrepo.format.endpoints import parse_files
+    from modelrepo.runtime.catalogs.routes import Routes
+
+    routes = Routes(["main", "staging"])
+    assert routes.decide("Scorer", None, "official", 0.5) is None  # nothing defined yet
+    found, problems = parse_files({"split.yaml": SPLIT, "aliases.yaml": ALIASES.format(version=1)})
+    assert problems == []
+    routes.update("staging", found)
+    assert routes.decide("Scorer", None, "official", 0.5) is None  # main has no aliases
+    plain = routes.decide("Scorer", "staging", "3", 0.5).primary  # a name with aliases, a plain ref
+    assert (plain.name, plain.branch, plain.ref) == ("Scorer", "staging", "3")
+    hop = routes.decide("Scorer", "staging", "official", 0.5).primary
+    assert (hop.name, hop.branch, hop.ref) == ("Scorer", "staging", "1")
+    low, high = routes.decide("split", "staging", "latest", 0.0), routes.decide("split", "staging", "latest", 0.95)
+    assert (low.primary.ref, low.primary.backend, high.primary.ref, high.primary.backend) == ("1", "stable", "2", "canary")
+    assert [(m.name, m.ref) for m in low.mirrors] == [("Shadow", "latest")]
