@@ -17,6 +17,7 @@ from pathlib import Path
 from modelrepo import git
 from modelrepo.format import (
     DEPLOYMENTS_DIR,
+    ENDPOINTS_DIR,
     LOG_ARGS,
     SYMLINK_MODE,
     DeploymentError,
@@ -28,6 +29,7 @@ from modelrepo.format import (
     link_target,
     parse_log,
 )
+from modelrepo.format.endpoints import ENDPOINT_SUFFIXES
 
 Repo = str | os.PathLike[str]
 
@@ -91,6 +93,22 @@ def folder_blobs(repo: Repo, commit: str | None, name: str) -> dict[str, tuple[s
         if kind == "blob" and path.startswith(prefix):
             blobs[path[len(prefix):]] = (mode, oid)
     return blobs
+
+
+def endpoint_texts(repo: Repo, commit: str) -> dict[str, str]:
+    """{file name: text} of the YAML files directly under endpoints/ at `commit` (the input of
+    modelrepo.format.endpoints.parse_files); {} when there is no endpoints/ folder."""
+    out = git.run(["ls-tree", "-z", commit, f"{ENDPOINTS_DIR}/"], cwd=repo)
+    texts: dict[str, str] = {}
+    for entry in out.split("\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition("\t")
+        _mode, kind, oid = meta.split()
+        filename = path.rsplit("/", 1)[-1]
+        if kind == "blob" and filename.endswith(ENDPOINT_SUFFIXES) and not filename.startswith("."):
+            texts[filename] = read_blob(repo, oid).decode("utf-8", errors="replace")
+    return texts
 
 
 def read_blob(repo: Repo, oid: str) -> bytes:

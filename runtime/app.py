@@ -12,14 +12,18 @@ catalogs/repository.py for the branches of a repository).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram
 
 from modelrepo.runtime.failures import Unavailable
+from modelrepo.runtime.gateway.keys import KeyRing, authorization
+from modelrepo.runtime.gateway.routing import Hop, RouteError
 from modelrepo.runtime.protocol import (
     BadRequest,
     batch_flag,
@@ -40,6 +44,7 @@ LATENCY = Histogram(
     "modelrepo_request_duration_seconds", "Time to answer a model request", ["deployment"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+MIRRORED = Counter("modelrepo_mirrored_total", "Mirror copies of endpoint calls by outcome", ["outcome"])
 
 
 class NotFound(Exception):
@@ -66,11 +71,23 @@ class Catalog(Protocol):
 
 
 class RuntimeApp:
-    """ASGI callable for the model routes and /readyz."""
+    """ASGI callable for the model routes and /readyz.
 
-    def __init__(self, catalog: Catalog, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    With `keys`, every `/v1/` route needs an API key (runtime/gateway/keys.py). When the catalog
+    has `routes` (serve: endpoints and aliases), a route they name is decided by the gateway's
+    rules; mirror copies are answered in background tasks after the caller's answer is sent
+    (at most `max_mirrors_in_flight`, beyond that dropped) and their answers discarded."""
+
+    def __init__(
+        self, catalog: Catalog, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, keys: KeyRing | None = None,
+        max_mirrors_in_flight: int = 64,
+    ) -> None:
         self.catalog = catalog
         self.max_body_bytes = max_body_bytes
+        self.keys = keys
+        self.routes = getattr(catalog, "routes", None)
+        self.mirror_slots = max_mirrors_in_flight
+        self._mirrors: set[asyncio.Task[None]] = set()
         self._metrics: dict[tuple[str, str, int], Any] = {}
         self._latency: dict[str, Any] = {}
 
@@ -83,19 +100,34 @@ class RuntimeApp:
             return await _send(send, 404, error_body(
                 f"no route {path}; models answer at POST /v1/<Name>/<version> or /v1/<Name>/<branch>/<version>"
             ), self.catalog.headers)
+        name, branch, ref = route
+        if self.keys is not None:
+            problem = self.keys.check(authorization(scope["headers"]), name)
+            if problem:
+                return await _send(send, 401, error_body(problem), [*self.catalog.headers, (b"www-authenticate", b"Bearer")])
         if scope["method"] != "POST":
             return await _send(send, 405, error_body(
                 f"{scope['method']} {path}: use POST with a JSON body"
             ), [*self.catalog.headers, (b"allow", b"POST")])
         started = time.perf_counter()
-        name, branch, ref = route
         headers = self.catalog.headers
+        decision = None
+        body = b""
         # Metric labels only for what exists: unknown names must not grow the label set.
         known, version = "-", "-"
         try:
-            served = await self.catalog.resolve(name, ref, branch)
-            headers = served.headers
-            known, version = name, str(served.number)
+            if self.routes is not None:
+                decision = self.routes.decide(name, branch, ref, random.random())
+            if decision is None:
+                served = await self.catalog.resolve(name, ref, branch)
+                headers = served.headers
+            else:
+                hop = decision.primary
+                served = await self.catalog.resolve(hop.name, hop.ref, hop.branch)
+                headers = served.headers
+                if hop.backend:
+                    headers = [*headers, (b"x-modelrepo-backend", hop.backend.encode())]
+            known, version = served.name, str(served.number)
             body = await self._read_body(scope, receive)
             call = parse_request(
                 body, served.arg_names, batch_flag(scope["query_string"]), served.dataframe_columns
@@ -103,7 +135,7 @@ class RuntimeApp:
             status, payload = await served.answer(call)
         except BadRequest as exc:
             status, payload = 400, error_body(str(exc))
-        except NotFound as exc:
+        except (NotFound, RouteError) as exc:
             status, payload = 404, error_body(str(exc))
         except BodyTooLarge as exc:
             status, payload = 413, error_body(str(exc))
@@ -116,6 +148,28 @@ class RuntimeApp:
             status, payload = 500, error_body(f"internal error: {type(exc).__name__}")
         await _send(send, status, payload, headers)
         self._observe(known, version, status, time.perf_counter() - started)
+        if decision is not None and decision.mirrors and body:
+            self._mirror(decision.mirrors, body, scope["query_string"])
+
+    def _mirror(self, hops: tuple[Hop, ...], body: bytes, query: bytes) -> None:
+        for hop in hops:
+            if len(self._mirrors) >= self.mirror_slots:
+                MIRRORED.labels("dropped").inc()
+                continue
+            task = asyncio.get_running_loop().create_task(self._copy(hop, body, query))
+            self._mirrors.add(task)
+            task.add_done_callback(self._mirrors.discard)
+
+    async def _copy(self, hop: Hop, body: bytes, query: bytes) -> None:
+        """One mirror copy: answered like a call, the answer discarded, failures only counted."""
+        try:
+            served = await self.catalog.resolve(hop.name, hop.ref, hop.branch)
+            call = parse_request(body, served.arg_names, batch_flag(query), served.dataframe_columns)
+            status, _ = await served.answer(call)
+            MIRRORED.labels("answered" if status < 500 else "failed").inc()
+        except Exception as exc:  # a mirror never fails anyone: count it, say which kind
+            MIRRORED.labels("failed").inc()
+            log.info("mirror copy to %s on %s failed: %s", hop.name, hop.branch, type(exc).__name__)
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
         limit = self.max_body_bytes

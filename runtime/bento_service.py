@@ -13,7 +13,7 @@ What to serve comes from the environment variable MODELREPO_RUNTIME_SPEC (JSON),
 `modelrepo runtime` / `modelrepo serve` before BentoML starts its worker process:
   {"mode": "folder", "folder", "name", "version", "commit", "branch", "max_body_bytes", "timeout"}
   {"mode": "repo", "source", "branches", "interval", "cache_dir", "fetch", "max_body_bytes", "timeout",
-   "memory_limit", "load_timeout"}
+   "memory_limit", "load_timeout", "api_keys_file"}
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import bentoml
 
 from modelrepo.modelbit_compat import install as install_modelbit
 from modelrepo.runtime.app import DEFAULT_MAX_BODY_BYTES, RuntimeApp
+from modelrepo.runtime.gateway.keys import KeyRing
 from modelrepo.runtime.launch import SPEC_ENV  # noqa: E402
 
 
@@ -117,7 +118,8 @@ class Runtime:
         spec = json.loads(os.environ.get(SPEC_ENV) or "{}")
         catalog = build_catalog(spec)
         HOLDER.catalog = catalog
-        HOLDER.app = RuntimeApp(catalog, int(spec.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES))
+        HOLDER.app = RuntimeApp(catalog, int(spec.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES),
+                                keys=read_keys(spec.get("api_keys_file")))
         catalog.start()
 
     @bentoml.on_shutdown
@@ -127,6 +129,18 @@ class Runtime:
 
     def __is_ready__(self) -> bool:
         return HOLDER.catalog is not None and HOLDER.catalog.readiness()[0]
+
+
+def read_keys(path: str | None) -> KeyRing | None:
+    """The API keys `modelrepo serve --api-keys` names (None: no keys asked for). A file that
+    cannot be read admits nobody rather than everybody."""
+    if not path:
+        return None
+    try:
+        return KeyRing.read(path)
+    except OSError as exc:
+        print(f"API keys file not readable ({type(exc).__name__}): every /v1/ call is refused", flush=True)
+        return KeyRing(())
 
 
 def build_catalog(spec: dict[str, Any]) -> Any:

@@ -19,6 +19,7 @@ from modelrepo.commands.runtime import add_server_arguments, serve_or_fail
 from modelrepo.duration import parse_duration
 from modelrepo.git import redact_urls as redact  # never print credentials
 
+KEYS_ENV = "MODELREPO_API_KEYS_FILE"
 HELP = "serve all deployments of a git branch locally and follow new commits (push/revert)"
 
 
@@ -40,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "before it is refused (default 120s)")
     parser.add_argument("--secrets", help="YAML file of secret names to values, for modelrepo.get_secret (docs/data.md)")
     parser.add_argument("--warehouses", help="YAML file of warehouse names to SQLAlchemy URLs, for datasets/*.yaml (docs/data.md)")
+    parser.add_argument("--api-keys", metavar="FILE", default=None,
+                        help="require an API key on /v1/ routes: a file of keys, one a line, optionally "
+                             "followed by the names it may call (default $MODELREPO_API_KEYS_FILE; none)")
     add_server_arguments(parser)
 
 
@@ -116,15 +120,34 @@ def run(args: argparse.Namespace) -> int:
         listed = ", ".join(found) or "none with a commit"
         raise UserError(f"no branch {missing[0] if missing else 'at all'!r} in {redact(args.source)}; branches: {listed}")
     cache_dir.mkdir(parents=True, exist_ok=True)
+    keys_file = api_keys_file(args.api_keys or os.environ.get(KEYS_ENV) or None)
     spec = {
         "mode": "repo", "source": str(repo), "branches": branches, "interval": interval,
         "cache_dir": str(cache_dir), "fetch": fetch, "memory_limit": memory_limit, "load_timeout": load_timeout,
-        "max_body_bytes": args.max_body_bytes, "timeout": args.timeout,
+        "max_body_bytes": args.max_body_bytes, "timeout": args.timeout, "api_keys_file": keys_file,
     }
     more = f" (and /v1/<Name>/<branch>/<ref> for {', '.join(branches)})" if len(branches) > 1 else ""
     print(f"serving branch {branches[0]} of {redact(args.source)} at http://{args.host}:{args.port}/v1/<Name>/latest"
           f"{more} (checking for new commits every {args.interval})", flush=True)
     return serve_or_fail(spec, args.host, args.port)
+
+
+def api_keys_file(path: str | None) -> str | None:
+    """The absolute path of a readable keys file holding at least one key; UserError otherwise.
+    Prints how many keys, never which."""
+    from modelrepo.cli import UserError
+    from modelrepo.runtime.gateway.keys import KeyRing
+
+    if path is None:
+        return None
+    try:
+        ring = KeyRing.read(path)
+    except OSError as exc:
+        raise UserError(f"--api-keys / ${KEYS_ENV}: cannot read {path}: {exc.strerror or exc}") from None
+    if not ring.entries:
+        raise UserError(f"--api-keys / ${KEYS_ENV}: {path} holds no key (one key a line, # for comments)")
+    print(f"API keys: {len(ring.entries)} key(s) from {path} required on /v1/ routes", flush=True)
+    return str(Path(path).resolve())
 
 
 def all_branches_first_default(repo: Path, found: list[str]) -> list[str]:

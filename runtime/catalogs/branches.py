@@ -12,6 +12,7 @@ from typing import Any
 
 from modelrepo.runtime.app import NotFound
 from modelrepo.runtime.catalogs.repository import RepoCatalog
+from modelrepo.runtime.catalogs.routes import Routes
 from modelrepo.runtime.served import Served
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
@@ -25,6 +26,9 @@ class BranchesCatalog:
             raise ValueError("at least one branch to serve")
         self.catalogs = {c.branch: c for c in catalogs}
         self.first = catalogs[0]
+        self.routes = Routes(list(self.catalogs))  # endpoints and aliases of every branch
+        for catalog in catalogs:
+            catalog.on_definitions = self.routes.update
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,12 @@ from modelrepo.format import (
     describe_range,
     resolve_version,
 )
+from modelrepo.format.endpoints import Endpoints, cross_problems, parse_files
 from modelrepo.repository import (
     HistoryError,
     archived_folders,
     deployment_versions,
+    endpoint_texts,
     extract_folder,
     folder_trees,
 )
@@ -85,6 +88,9 @@ class RepoCatalog:
         self.datasets_dir = self.cache_dir / "datasets"
         os.environ.setdefault(datasets.CACHE_ENV, str(self.cache_dir / "dataset-results"))
         self._dataset_problems: dict[str, str] = {}
+        # Given the endpoints/ definitions read at every new head (runtime/catalogs/routes.py).
+        self.on_definitions: Callable[[str, Endpoints], None] | None = None
+        self._definitions_said = "no endpoints or aliases"  # silent for a repository without any
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelrepo-poll", daemon=True)
 
@@ -193,10 +199,23 @@ class RepoCatalog:
         self._latest = latest
         self._problems = {k: v for k, v in problems.items() if k in present}
         self._versions = versions
+        self._read_definitions(head, present)
         self._head = head
         self.headers = answer_headers(head, None)
         self._synced = True
         self._sync_error = ""
+
+    def _read_definitions(self, head: str, present: frozenset[str]) -> None:
+        """Parse endpoints/ at `head` and hand it on; say what changed (a bad file is left out)."""
+        if self.on_definitions is None:
+            return
+        found, problems = parse_files(endpoint_texts(self.repo, head))
+        problems += cross_problems(found, set(present))
+        self.on_definitions(self.branch, found)
+        said = describe_definitions(found) + "".join(f"\nendpoints/{f}: {p}" for f, p in problems)
+        if said != self._definitions_said:
+            print(f"{self.branch} at {head[:7]}: {said}", flush=True)
+            self._definitions_said = said
 
     def _newest_working(self, name: str, older: list[Version], tries: int = 5) -> Served | None:
         """The newest of the last `tries` older versions that loads and passes its tests."""
@@ -310,6 +329,19 @@ class RepoCatalog:
             details["error"] = "; ".join(d.get("reason", f"{d['name']} is loading") for d in missing)
             return False, details
         return True, details
+
+
+def describe_definitions(found: Endpoints) -> str:
+    """One line: the endpoints with their weights and mirrors, and the aliases."""
+    parts = []
+    for name, endpoint in sorted(found.endpoints.items()):
+        total = sum(b.weight for b in endpoint.backends) or 1
+        split = ", ".join(f"{b.target.name}/{b.target.version} {100 * b.weight / total:g}%" for b in endpoint.backends)
+        mirrors = "".join(f", mirror {t.name}/{t.version}" for _, t in endpoint.mirrors)
+        parts.append(f"endpoint {name} -> {split}{mirrors}")
+    for name, table in sorted(found.aliases.items()):
+        parts += [f"alias {name}/{alias} -> {ref}" for alias, ref in sorted(table.items())]
+    return "; ".join(parts) if parts else "no endpoints or aliases"
 
 
 def retire(served: Served) -> None:

@@ -53,6 +53,7 @@ class Hop:
     name: str
     branch: str
     backend: str | None = None  # the endpoint backend's key, when an endpoint chose it
+    ref: str = ""  # the version asked of the upstream (aliases resolved): serve answers it in-process
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def locate(table: Table, target: Target, branch: str, backend: str | None = None
         for upstream in candidates:
             if names_version(ref, upstream.version, upstream.commit, is_latest=upstream.latest):
                 version = LATEST if ref == LATEST else (str(upstream.version) if upstream.version is not None else ref)
-                return Hop(f"{upstream.url}/v1/{name}/{version}", name, branch, backend)
+                return Hop(f"{upstream.url}/v1/{name}/{version}", name, branch, backend, version)
     elif branch not in table.on_demand:
         known = table.known(branch)
         raise RouteError(404, f"no deployment or endpoint {name} on branch {branch}"
@@ -174,4 +175,4 @@ def locate(table: Table, target: Target, branch: str, backend: str | None = None
         running = ", ".join(sorted(str(u.version) for u in candidates or [] if u.version is not None))
         raise RouteError(404, f"{name} has no version or alias {ref} on branch {branch}"
                               + (f" (running: {running})" if running else ""))
-    return Hop(f"{base}/v1/{name}/{_branch_path(branch)}/{ref}", name, branch, backend)
+    return Hop(f"{base}/v1/{name}/{_branch_path(branch)}/{ref}", name, branch, backend, ref)
