@@ -122,6 +122,7 @@ class Observation:
     source_reason: str = "FetchFailed"  # SourceReady's reason while source_error is set
     previous: Mapping[str, Any] = field(default_factory=dict)  # the current status
     archived: Iterable[str] = ()  # folders with Modelbit's .archived marker: listed, not served
+    builds: Mapping[str, str] = field(default_factory=dict)  # folder -> building / built <digest> / build failed: ...
 
 
 def _pods_of(pods: list[Mapping[str, Any]], child: str, deploy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -179,6 +180,8 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
             else:
                 progressing.append(name)
         entry["message"] = _short(problem or "")
+        if name in obs.builds:
+            entry["build"] = _short(obs.builds[name])
         entries.append(entry)
 
     previous = obs.previous.get("conditions") or []
