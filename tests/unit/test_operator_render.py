@@ -71,10 +71,16 @@ def test_folder_metadata_overrides_repository_defaults():
     assert {"name": "A", "value": "1"} in c["env"]
 
 
-def test_same_folder_renders_the_same_pod_template_whatever_the_head():
-    a = render_deployment(REPO, FOLDER, FolderSettings())
-    b = render_deployment(REPO, FOLDER, FolderSettings())
-    assert a["spec"]["template"] == b["spec"]["template"]
+def test_the_pod_template_changes_only_with_the_folder_its_settings_or_the_repository():
+    """A push that leaves a folder alone must not roll its pods: the template holds nothing but
+    the folder's own commit, its settings and the ModelRepo's settings (no time, no head)."""
+    template = render_deployment(REPO, FOLDER, FolderSettings())["spec"]["template"]
+    newer = Folder(FOLDER.name, tree="u" * 40, commit="d" * 40, version=5)
+    other_repo = RepoRef(**{**REPO.__dict__, "runtime": {**REPO.runtime, "image": "modelrepo:other"}})
+    assert render_deployment(REPO, newer, FolderSettings())["spec"]["template"] != template
+    assert render_deployment(REPO, FOLDER, FolderSettings(env={"A": "1"}))["spec"]["template"] != template
+    assert render_deployment(other_repo, FOLDER, FolderSettings())["spec"]["template"] != template
+    assert "d" * 40 not in str(template) and "c" * 40 in str(template)
 
 
 def test_no_secret_no_credentials_volume():
