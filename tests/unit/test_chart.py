@@ -23,6 +23,7 @@ EXPECTED_RULES = {
     ("", "pods"): {"get", "list", "watch"},
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
+    ("batch", "jobs"): {"get", "list", "watch", "create"},  # environment builds
 }
 
 
