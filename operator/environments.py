@@ -257,14 +257,16 @@ def job_state(job: Mapping[str, Any] | None) -> str:
     return "running"
 
 
-def failure_text(job: Mapping[str, Any] | None, pods: list[Mapping[str, Any]], lines: int = 8) -> str:
-    """The last lines the build printed (pip/apt say what is wrong), else the Job's reason."""
+def failure_text(job: Mapping[str, Any] | None, pods: list[Mapping[str, Any]], lines: int = 3) -> str:
+    """What pip/apt said is wrong (their last `ERROR:`/`E:` lines, else the last lines the build
+    printed), else the Job's reason (e.g. its deadline)."""
     for pod in pods:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             message = ((cs.get("state") or {}).get("terminated") or {}).get("message") or ""
             kept = [ln.strip() for ln in message.splitlines() if ln.strip()]
+            errors = [ln for ln in kept if ln.startswith(("ERROR:", "E:"))]
             if kept:
-                return " | ".join(kept[-lines:])
+                return " | ".join((errors or kept)[-lines:])
     for cond in ((job or {}).get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Failed":
             return f"{cond.get('reason', 'Failed')}: {cond.get('message', '')}".strip(": ")

@@ -57,6 +57,9 @@ def pod_problem(pods: Iterable[Mapping[str, Any]], commit: str) -> str | None:
         if ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_COMMIT) != commit:
             continue
         status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:  # e.g. a GPU no node has: the scheduler says why
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+                return _short(f"pod {cond['reason']}: {cond.get('message', '')}")
         for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
             for cs in status.get(key) or []:
                 problem = _container_problem(cs, init)

@@ -16,7 +16,7 @@ from modelrepo.operator.environments import (
     render_build_job,
 )
 from modelrepo.operator.render import Folder, FolderSettings, RepoRef, render_deployment
-from modelrepo.operator.status import Observation, build_status
+from modelrepo.operator.status import Observation, build_status, pod_problem
 
 BASES = {
     "3.11": BaseImage("reg.test:5000/modelrepo/runtime:py3.11", {"numpy": "1.26.4"}),
@@ -103,9 +103,12 @@ def test_job_state_and_the_failure_names_the_last_lines_pip_printed():
     assert job_state(failed) == "failed"
     assert job_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) == "complete"
     log = "Collecting x\nERROR: Could not find a version that satisfies the requirement nopkg==1.0\n" \
-          "ERROR: No matching distribution found for nopkg==1.0\n"
+          "ERROR: No matching distribution found for nopkg==1.0\n" \
+          "Error: building at STEP \"RUN pip install\": exit status 1\n"
     pods = [{"status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 1, "message": log}}}]}}]
-    assert failure_text(failed, pods).endswith("No matching distribution found for nopkg==1.0")
+    assert failure_text(failed, pods) == (
+        "ERROR: Could not find a version that satisfies the requirement nopkg==1.0 | "
+        "ERROR: No matching distribution found for nopkg==1.0")
     assert failure_text(failed, []) == "BackoffLimitExceeded"
 
 
@@ -147,3 +150,11 @@ def test_status_reports_the_build_per_deployment():
     (entry,) = status["deployments"]
     assert entry["build"] == "building" and entry["message"] == ""
     assert "rolling out: m" in [c for c in status["conditions"] if c["type"] == "Progressing"][0]["message"]
+
+
+def test_a_pod_no_node_can_take_reports_the_schedulers_reason():
+    pod = {"metadata": {"labels": {"modelrepo.dev/commit": "c1"}}, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]}}
+    assert pod_problem([pod], "c1") == "pod Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    assert pod_problem([pod], "other") is None
