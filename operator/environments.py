@@ -283,7 +283,7 @@ def gpu_pod_fields(gpu: str | None, settings: EnvironmentSettings) -> dict[str, 
     container (`limits`), a node selector for the type, the tolerations of GPU nodes."""
     if gpu is None:
         return {}
-    fields: dict[str, Any] = {"limits": {GPU_RESOURCE: 1}}
+    fields: dict[str, Any] = {"limits": {GPU_RESOURCE: "1"}}  # a quantity, as the API server returns it
     if gpu:
         fields["nodeSelector"] = {settings.gpu_label: gpu}
     if settings.gpu_tolerations:

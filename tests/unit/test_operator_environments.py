@@ -128,12 +128,12 @@ def test_gpu_capabilities_render_a_limit_a_node_selector_and_tolerations():
     assert gpu_pod_fields("L4", other_label)["nodeSelector"] == {"cloud.test/accelerator": "L4"}
     spec = render_deployment(REPO, FOLDER, FolderSettings(gpu=typed))["spec"]["template"]["spec"]
     runtime = spec["containers"][0]
-    assert runtime["resources"]["limits"] == {"memory": "2Gi", "nvidia.com/gpu": 1}
+    assert runtime["resources"]["limits"] == {"memory": "2Gi", "nvidia.com/gpu": "1"}
     assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "T4"}
     assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert "nvidia.com/gpu" not in str(spec["initContainers"])
     plain = render_deployment(REPO, FOLDER, FolderSettings(gpu=gpu_pod_fields("", SETTINGS)))["spec"]["template"]["spec"]
-    assert "nodeSelector" not in plain and plain["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "nodeSelector" not in plain and plain["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 def test_an_environment_image_replaces_the_runtime_image_in_every_container():
