@@ -182,9 +182,9 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
                 degraded.append(f"{name}: {problem}")
             else:
                 progressing.append(name)
-        entry["message"] = _short(problem or "")
-        if name in obs.builds:
-            entry["build"] = _short(obs.builds[name])
+        # A build's state (building, built <digest>) is the message while nothing is wrong; in
+        # the existing field, so that an operator newer than the installed CRD still writes status.
+        entry["message"] = _short(problem or obs.builds.get(name, ""))
         entries.append(entry)
 
     previous = obs.previous.get("conditions") or []

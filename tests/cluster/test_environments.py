@@ -98,34 +98,41 @@ def _build_jobs(kube) -> list[str]:
 
 
 def test_build_once_serve_by_digest_source_change_builds_nothing_failure_keeps_old(
-    kube, env_operator, node_git_servers, node_model_repo,
+    kube, env_operator, environments, node_git_servers, node_model_repo,
 ):
+    env_operator_settings = environments
     repo = node_model_repo("envs")
     repo.write_deployment("Plain")  # requirements the base image satisfies: no build
+    # another Python: its base image from the registry as it is, no build
+    repo.write_deployment("Py313", body="return '.'.join(map(str, __import__('sys').version_info[:2]))",
+                          doc="'3.13'", python="3.13")
     requirements = _fresh(f"{PACKAGE}=={VERSION}\n")
     _versioned(repo, "Pkg", requirements, "")
     first = repo.commit_push("a folder with its own requirement")
     spec = {"url": node_git_servers.daemon_url(repo.name), "branch": "main", "interval": "5s"}
     kube.apply_modelrepo("envs", spec)
 
-    wait_until(lambda: _entry(kube, "envs", "Pkg").get("build") == "building", 120, "Pkg building")
-    status = kube.wait_ready("envs", first, 2, timeout=BUILD)
+    wait_until(lambda: _entry(kube, "envs", "Pkg").get("message") == "building", 120, "Pkg building")
+    status = kube.wait_ready("envs", first, 3, timeout=BUILD)
     pkg = _entry(kube, "envs", "Pkg")
-    assert pkg["build"].startswith("built sha256:"), pkg
-    assert "build" not in _entry(kube, "envs", "Plain")
+    assert pkg["message"].startswith("built sha256:"), pkg
+    assert _entry(kube, "envs", "Plain")["message"] == "" and _entry(kube, "envs", "Py313")["message"] == ""
     kube.wait_predict("envs-pkg", "Pkg", 21, f"{VERSION} 21", READY)
     kube.wait_predict("envs-plain", "Plain", 21, 42, READY)
+    kube.wait_predict("envs-py313", "Py313", 1, "3.13", READY)
+    py313_image = kube.deployments_by_name("envs-py313")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert py313_image == env_operator_settings["baseImages"]["3.13"]
     image = kube.deployments_by_name("envs-pkg")["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image.endswith("@" + pkg["build"].split()[1]) and "/modelrepo/env@" in image
+    assert image.endswith("@" + pkg["message"].split()[1]) and "/modelrepo/env@" in image
     plain_image = kube.deployments_by_name("envs-plain")["spec"]["template"]["spec"]["containers"][0]["image"]
     assert plain_image == kube.cluster.image or plain_image.endswith(kube.cluster.image)
     jobs = _build_jobs(kube)
-    assert len(jobs) == 1 and status["ready"] == "2/2"
+    assert len(jobs) == 1 and status["ready"] == "3/3"
 
     # source.py only: a new version on the same image, no new build
     _versioned(repo, "Pkg", requirements, "!")
     second = repo.commit_push("source only")
-    kube.wait_ready("envs", second, 2, timeout=READY)
+    kube.wait_ready("envs", second, 3, timeout=READY)
     kube.wait_predict("envs-pkg", "Pkg", 21, f"{VERSION} 21!", READY)
     assert _build_jobs(kube) == jobs
     assert kube.deployments_by_name("envs-pkg")["spec"]["template"]["spec"]["containers"][0]["image"] == image
@@ -135,7 +142,7 @@ def test_build_once_serve_by_digest_source_change_builds_nothing_failure_keeps_o
     repo.commit_push("a requirement that does not exist")
 
     def failed() -> str | None:
-        build = _entry(kube, "envs", "Pkg").get("build", "")
+        build = _entry(kube, "envs", "Pkg").get("message", "")
         return build if build.startswith("build failed") else None
 
     message = wait_until(failed, BUILD, "Pkg build failed")
@@ -144,6 +151,18 @@ def test_build_once_serve_by_digest_source_change_builds_nothing_failure_keeps_o
     assert degraded["status"] == "True" and MISSING in degraded["message"] and "serving version 2" in degraded["message"]
     assert kube.predict("envs-pkg", "Pkg", 21) == (200, f"{VERSION} 21!")
     assert any(MISSING in m for m in kube.events("BuildFailed"))
+
+
+def test_a_python_without_base_image_is_refused_by_name(kube, env_operator, node_git_servers, node_model_repo):
+    repo = node_model_repo("nobase")
+    repo.write_deployment("Py310", python="3.10")
+    repo.commit_push("a Python with no base image")
+    spec = {"url": node_git_servers.daemon_url(repo.name), "branch": "main", "interval": "5s"}
+    kube.apply_modelrepo("nobase", spec)
+    message = wait_until(lambda: _entry(kube, "nobase", "Py310").get("message"), 120, "Py310 refused")
+    assert "pythonVersion 3.10 has no base image" in message and 'environments.baseImages."3.10"' in message
+    assert "nobase-py310" not in kube.deployments("nobase")
+    assert kube.condition("nobase", "Degraded")["status"] == "True"
 
 
 def test_a_gpu_deployment_stays_pending_with_the_schedulers_reason(kube, operator, node_git_servers, node_model_repo):
