@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Build the cluster's images without Docker, each only when its inputs changed:
-#   localhost/modelrepo/pause:1      sandbox image (hack/pause, a static Go binary)
-#   localhost/debian-py:bookworm     base: debootstrap minbase + python3 3.11, venv, git, CA certs
-#   docker.io/library/modelrepo:dev  the project image from runtime/Dockerfile on that base
+#   localhost/modelrepo/pause:1         sandbox image (hack/pause, a static Go binary)
+#   localhost/debian-py:<suite>         base: debootstrap minbase + python3, venv, git, CA certs
+#   docker.io/library/modelrepo:dev     the project image from runtime/Dockerfile on bookworm (3.11)
+#   docker.io/library/modelrepo:dev-py3.9 / -py3.13   the same on bullseye / trixie (`bases`)
+#   localhost/modelrepo/builder:1       buildah on bookworm: the image of environment build Jobs
 # Each is exported to $CACHE/images/<file>.tar (OCI archive) with a .key file holding the
 # hash of its inputs; hack/cluster.sh imports them into containerd's k8s.io namespace.
+# With REGISTRY=host:port set, the runtime images are also pushed there as
+# modelrepo/runtime:py<version>, labelled with their `pip freeze` (modelrepo.packages), which
+# the operator reads to decide that a folder needs no build (docs/cluster.md).
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/deps.sh"
 
@@ -13,7 +18,13 @@ IMAGES="$CACHE/images"
 BUILDAH=(buildah --root "$CACHE/containers/overlay" --runroot "$CACHE/containers/overlay-run"
          --storage-driver overlay)
 PAUSE_IMAGE="localhost/modelrepo/pause:1"
-BASE_IMAGE="localhost/debian-py:bookworm"
+BUILDER_IMAGE="localhost/modelrepo/builder:1"
+REGISTRY="${REGISTRY:-}"  # host:port of a plain-http registry to push runtime images to
+# Debian suite of each Python the project builds a runtime image for.
+declare -A SUITE_OF=([3.9]=bullseye [3.11]=bookworm [3.13]=trixie)
+PYTHONS="${PYTHONS:-3.9 3.11 3.13}"  # which of them `bases` builds
+# The runtime images `make cluster` builds besides 3.11 (`all`, `push`).
+CLUSTER_PYTHONS="${CLUSTER_PYTHONS-3.13}"  # empty: 3.11 only
 # A branch can build its own image beside the cluster's one, e.g.
 #   PROJECT_IMAGE=docker.io/library/modelrepo:mine PROJECT_FILE=modelrepo-mine hack/build-images.sh project
 PROJECT_IMAGE="${PROJECT_IMAGE:-docker.io/library/modelrepo:dev}"
@@ -77,70 +88,131 @@ build_pause() {
   export_image pause "$PAUSE_IMAGE" "$key"
 }
 
-base_key() { echo "debootstrap minbase bookworm $BASE_PKGS v1" | hash_stdin; }
+base_key() { echo "debootstrap minbase ${1:-bookworm} $BASE_PKGS v1" | hash_stdin; }
+base_image() { echo "localhost/debian-py:${1:-bookworm}"; }
+base_tarball() {  # bookworm keeps its historic name (warm caches stay warm)
+  if [[ "${1:-bookworm}" == bookworm ]]; then echo "$CACHE/rootfs/debian-py.tar"
+  else echo "$CACHE/rootfs/debian-py-$1.tar"; fi
+}
 
-build_base() {
-  local key; key=$(base_key)
+build_base() {  # build_base [suite]
+  local suite=${1:-bookworm} key image tarball root
+  key=$(base_key "$suite"); image=$(base_image "$suite"); tarball=$(base_tarball "$suite")
   if [[ "$("${BUILDAH[@]}" inspect -t image -f '{{index .OCIv1.Config.Labels "modelrepo.inputs"}}' \
-          "$BASE_IMAGE" 2>/dev/null)" == "$key" ]]; then return 0; fi
-  local root="$CACHE/rootfs/debian-py" tarball="$CACHE/rootfs/debian-py.tar"
+          "$image" 2>/dev/null)" == "$key" ]]; then return 0; fi
+  root="$CACHE/rootfs/debian-py-$suite"
+  mkdir -p "$CACHE/rootfs"
   if [[ "$(cat "$tarball.key" 2>/dev/null)" != "$key" ]]; then
     [[ -n "$DEBIAN_MIRROR" ]] || die "no Debian mirror: none in $APT_SOURCES/sources.list{,.d/*} and DEBIAN_MIRROR is not set"
-    log "building $BASE_IMAGE with debootstrap (1-3 min) from $DEBIAN_MIRROR"
+    log "building $image with debootstrap (1-3 min) from $DEBIAN_MIRROR"
     rm -rf "$root" "$tarball"; mkdir -p "$root"
-    debootstrap --variant=minbase --include="$BASE_PKGS" bookworm "$root" "$DEBIAN_MIRROR" \
-      > "$CACHE/rootfs/debootstrap.log" 2>&1 \
-      || { tail -20 "$CACHE/rootfs/debootstrap.log" >&2; die "debootstrap failed"; }
+    debootstrap --variant=minbase --include="$BASE_PKGS" "$suite" "$root" "$DEBIAN_MIRROR" \
+      > "$CACHE/rootfs/debootstrap-$suite.log" 2>&1 \
+      || { tail -20 "$CACHE/rootfs/debootstrap-$suite.log" >&2; die "debootstrap $suite failed"; }
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/dev/*
     (cd "$root" && tar --numeric-owner -cf "$tarball.tmp" .)
     mv "$tarball.tmp" "$tarball"; echo "$key" > "$tarball.key"
     rm -rf "$root"
   fi
-  log "committing $BASE_IMAGE"
+  log "committing $image"
   local c; c=$("${BUILDAH[@]}" from scratch)
   "${BUILDAH[@]}" add -q "$c" "$tarball" / >/dev/null
   "${BUILDAH[@]}" config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env LANG=C.UTF-8 --cmd /bin/bash --label "modelrepo.inputs=$key" "$c"
-  "${BUILDAH[@]}" commit -q --rm "$c" "$BASE_IMAGE" >/dev/null
+  "${BUILDAH[@]}" commit -q --rm "$c" "$image" >/dev/null
   rm -rf "$root"
 }
 
-project_key() {
+project_key() {  # project_key [suite]
   # What `pip install /src` turns into the image: the Dockerfile, packaging and the packages.
-  (cd "$ROOT" && { echo "base=$(base_key)"; cat runtime/Dockerfile .dockerignore;
+  (cd "$ROOT" && { echo "base=$(base_key "${1:-bookworm}")"; cat runtime/Dockerfile .dockerignore;
     git ls-files -co --exclude-standard -- pyproject.toml README.md modelrepo operator runtime \
       | LC_ALL=C sort | while read -r f; do [[ -f "$f" ]] && { echo "$f"; cat "$f"; }; done; } \
     | hash_stdin)
 }
 
-build_project() {
-  local key; key=$(project_key)
-  up_to_date "$PROJECT_FILE" "$key" && return 0
-  [[ -f "$ROOT/runtime/Dockerfile" ]] || die "runtime/Dockerfile is missing"
-  build_base
-  log "building $PROJECT_IMAGE from runtime/Dockerfile"
-  local mounts=() conf="$CACHE/containers/pip.conf"
-  if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
-    # pip inside the build must trust this machine's CA bundle (PIP_CERT is not inherited).
-    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$conf"
-    mounts+=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro
-             -v "$conf:/etc/pip.conf:ro")
+# The -v options of a build: pip inside must trust this machine's CA bundle (PIP_CERT is not
+# inherited), one option word per line.
+build_mounts() {
+  local conf="$CACHE/containers/pip.conf"
+  [[ -f /etc/ssl/certs/ca-certificates.crt ]] || return 0
+  mkdir -p "$CACHE/containers"
+  printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$conf"
+  printf '%s\n' -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro -v "$conf:/etc/pip.conf:ro"
+}
+
+build_project() {  # build_project [python]: the runtime image for that Python
+  local python=${1:-3.11} suite image file key
+  suite=${SUITE_OF[$python]:-}
+  [[ -n "$suite" ]] || die "no Debian suite for Python $python (have: ${!SUITE_OF[*]})"
+  if [[ "$python" == 3.11 ]]; then image=$PROJECT_IMAGE; file=$PROJECT_FILE
+  else image="$PROJECT_IMAGE-py$python"; file="$PROJECT_FILE-py$python"; fi
+  key=$(project_key "$suite")
+  if ! up_to_date "$file" "$key"; then
+    [[ -f "$ROOT/runtime/Dockerfile" ]] || die "runtime/Dockerfile is missing"
+    build_base "$suite"
+    log "building $image from runtime/Dockerfile (Python $python, $suite)"
+    local mounts=(); mapfile -t mounts < <(build_mounts)
+    "${BUILDAH[@]}" bud -q --layers --pull=never --isolation chroot --network host "${mounts[@]}" \
+      --build-arg "BASE=$(base_image "$suite")" --label "modelrepo.inputs=$key" \
+      -f "$ROOT/runtime/Dockerfile" -t "$image" "$ROOT" >/dev/null
+    export_image "$file" "$image" "$key"
   fi
-  "${BUILDAH[@]}" bud -q --layers --pull=never --isolation chroot --network host "${mounts[@]}" \
-    --build-arg "BASE=$BASE_IMAGE" --label "modelrepo.inputs=$key" \
-    -f "$ROOT/runtime/Dockerfile" -t "$PROJECT_IMAGE" "$ROOT" >/dev/null
-  export_image "$PROJECT_FILE" "$PROJECT_IMAGE" "$key"
+  push_runtime "$python" "$image" "$key"
+}
+
+# push_runtime <python> <image> <key>: to $REGISTRY as modelrepo/runtime:py<python>, with its
+# package list (the file runtime/Dockerfile writes) as the label modelrepo.packages.
+push_runtime() {
+  [[ -n "$REGISTRY" ]] || return 0
+  local dest="$REGISTRY/modelrepo/runtime:py$1" stamp="$IMAGES/runtime-py$1.pushed"
+  [[ "$(cat "$stamp" 2>/dev/null)" == "$REGISTRY $3" ]] && return 0
+  log "pushing $dest"
+  local c pkgs
+  c=$("${BUILDAH[@]}" from -q --pull=never "$2")
+  pkgs=$("${BUILDAH[@]}" run --isolation chroot "$c" -- cat /opt/modelrepo/packages.txt)
+  "${BUILDAH[@]}" config --label "modelrepo.packages=$pkgs" --label "modelrepo.python=$1" "$c"
+  "${BUILDAH[@]}" commit -q --rm "$c" "$dest" >/dev/null
+  "${BUILDAH[@]}" push -q --tls-verify=false "$dest" "docker://$dest" >/dev/null
+  echo "$REGISTRY $3" > "$stamp"
+}
+
+build_builder() {
+  # The image of environment build Jobs: buildah (vfs storage, chroot isolation) on bookworm.
+  local key; key=$( { base_key bookworm; echo "buildah v1"; } | hash_stdin)
+  if ! up_to_date builder "$key"; then
+    build_base bookworm
+    log "building $BUILDER_IMAGE"
+    local dir mounts=(); dir=$(mktemp -d); mapfile -t mounts < <(build_mounts)
+    printf '%s\n' 'ARG BASE' 'FROM ${BASE}' \
+      'RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends buildah ca-certificates && rm -rf /var/lib/apt/lists/*' \
+      'ENV STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot' > "$dir/Containerfile"
+    "${BUILDAH[@]}" bud -q --layers --pull=never --isolation chroot --network host "${mounts[@]}" \
+      --build-arg "BASE=$(base_image bookworm)" --label "modelrepo.inputs=$key" \
+      -f "$dir/Containerfile" -t "$BUILDER_IMAGE" "$dir" >/dev/null
+    rm -rf "$dir"
+    export_image builder "$BUILDER_IMAGE" "$key"
+  fi
+  if [[ -n "$REGISTRY" && "$(cat "$IMAGES/builder.pushed" 2>/dev/null)" != "$REGISTRY $key" ]]; then
+    "${BUILDAH[@]}" push -q --tls-verify=false "$BUILDER_IMAGE" "docker://$REGISTRY/modelrepo/builder:1" >/dev/null
+    echo "$REGISTRY $key" > "$IMAGES/builder.pushed"
+  fi
 }
 
 main() {
   ensure_debs buildah debootstrap
   mkdir -p "$IMAGES"
+  local p
   case "${1:-all}" in
     pause) build_pause ;;
-    base) build_base ;;
-    project) build_project ;;
-    all) build_pause; build_project ;;
-    *) die "usage: $0 [pause|base|project|all]" ;;
+    base) build_base "${2:-bookworm}" ;;
+    project) build_project "${2:-3.11}" ;;
+    builder) build_builder ;;
+    bases) for p in $PYTHONS; do [[ "$p" == 3.11 ]] || build_project "$p"; done ;;
+    all) build_pause; build_project 3.11; build_builder; for p in $CLUSTER_PYTHONS; do build_project "$p"; done ;;
+    push) [[ -n "$REGISTRY" ]] || die "push needs REGISTRY=host:port"
+          for p in 3.11 $CLUSTER_PYTHONS; do build_project "$p"; done; build_builder ;;
+    *) die "usage: $0 [pause|base [suite]|project [python]|builder|bases|all|push]" ;;
   esac
 }
 # Run unless sourced (tests source it to call apt_mirror).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A single-node Kubernetes made of local processes (in the manner of Kubernetes'
 # hack/local-up-cluster.sh): etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# containerd + kubelet, kube-proxy and CoreDNS. No Docker, no registry.
+# containerd + kubelet, kube-proxy, CoreDNS and an image registry on the node address (for the
+# images environment builds push; containerd pulls from it over plain http). No Docker.
 #   hack/cluster.sh up       start, or reuse a running cluster (seconds)
 #   hack/cluster.sh down     stop every recorded process, remove pods, interfaces, rules
 #   hack/cluster.sh status   one line per component; exit 0 only when all is well
@@ -10,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/deps.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/pki.sh"
 
-COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet
+COMPONENTS=(etcd registry containerd kube-apiserver kube-controller-manager kube-scheduler kubelet
             kube-proxy coredns)
 CTRD_DIR="$STATE/containerd"
 CTRD_SOCK="$CTRD_DIR/containerd.sock"
@@ -134,6 +135,9 @@ state = "$CTRD_DIR/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+  # The node's registry speaks plain http (it listens on the node address only).
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."$REGISTRY_ADDR"]
+    endpoint = ["http://$REGISTRY_ADDR"]
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
@@ -142,9 +146,33 @@ TOML
   wait_for 60 "containerd" ctr --address "$CTRD_SOCK" version || { check_alive containerd; return 1; }
 }
 
+# The node's registry: CNCF distribution (Debian's docker-registry) on the node address. Its
+# storage lives in the cache, so built environment images survive `down` and a warm `up`.
+start_registry() {
+  mkdir -p "$STATE/registry" "$CACHE/registry"
+  cat > "$STATE/registry/config.yml" <<YAML
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $CACHE/registry}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY_ADDR
+  headers: {X-Content-Type-Options: [nosniff]}
+YAML
+  start registry docker-registry serve "$STATE/registry/config.yml"
+  wait_for 30 "registry" curl -sf "http://$REGISTRY_ADDR/v2/" || { check_alive registry; return 1; }
+}
+
+# Runtime images per Python and the builder image, into the node's registry (only when changed).
+push_images() {
+  REGISTRY="$REGISTRY_ADDR" "$ROOT/hack/build-images.sh" push > "$LOGS/push-images.log" 2>&1 ||
+    { tail -n 25 "$LOGS/push-images.log" >&2; return 1; }
+}
+
 import_images() {
   local f name key
-  for f in pause modelrepo; do
+  for f in pause modelrepo builder; do
     [[ -f "$IMAGES/$f.tar" ]] || continue
     key=$(cat "$IMAGES/$f.key")
     [[ "$(cat "$CTRD_DIR/$f.imported" 2>/dev/null)" == "$key" ]] && continue
@@ -330,7 +358,7 @@ build_all() {
 cmd_up() {
   mkdir -p "$LOGS" "$PIDS"
   if healthy; then
-    "$ROOT/hack/build-images.sh" all && import_images
+    "$ROOT/hack/build-images.sh" all && import_images && push_images
     log "cluster already running; reused (kubeconfig: $KUBECONFIG_OUT)"
     return 0
   fi
@@ -350,8 +378,10 @@ cmd_up() {
   done
   setup_network
   start_etcd
+  start_registry
   start_containerd
   import_images
+  push_images
   start_control_plane
   apply_addons
   start_node
@@ -386,7 +416,7 @@ cmd_down() {
     for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$t" >/dev/null 2>&1 || true; done
     for t in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$t" >/dev/null 2>&1 || true; done
   fi
-  for c in kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do stop_pid "$c"; done
+  for c in kube-scheduler kube-controller-manager kube-apiserver containerd registry etcd; do stop_pid "$c"; done
   # Shims of this containerd (found by its socket path) that are still around.
   local p
   for p in $(pgrep -f "containerd-shim-runc-v2 .*-address $CTRD_SOCK" 2>/dev/null); do
@@ -412,6 +442,8 @@ cmd_status() {
   done
   if api_ready; then echo "api server              ready at https://$NODE_IP:$API_PORT"
   else echo "api server              not answering"; ok=1; fi
+  if curl -sf "http://$REGISTRY_ADDR/v2/" >/dev/null 2>&1; then echo "registry                http://$REGISTRY_ADDR (plain http)"
+  else echo "registry                not answering at $REGISTRY_ADDR"; ok=1; fi
   if node_ready; then echo "node $NODE_NAME         Ready ($NODE_IP)"
   else echo "node $NODE_NAME         not Ready"; ok=1; fi
   echo "kubeconfig              $KUBECONFIG_OUT"
@@ -426,6 +458,7 @@ cmd_env() {  # machine-readable facts for the test fixture
   echo "SERVICE_CIDR=$SERVICE_CIDR"
   echo "LOGS=$LOGS"
   echo "K8S_BIN=$K8S_BIN"
+  echo "REGISTRY=$REGISTRY_ADDR"
 }
 
 main() {

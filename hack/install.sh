@@ -43,6 +43,35 @@ kubectl_bin() {  # the local cluster's own kubectl first (same version), else th
     fi
 }
 
+# local_environment_values <registry>: chart values that let the operator build environment
+# images on the local cluster (docs/cluster.md): the node's registry and images, build pods on
+# the node's network with this machine's resolver, CA bundle and pip index settings.
+local_environment_values() {
+    local reg=$1 ns key value pip_env=""
+    ns=$(awk '/^nameserver/ {printf "%s\"%s\"", (n++ ? ", " : ""), $2}' /etc/resolv.conf 2>/dev/null || true)
+    # The index settings of this machine's pip (`pip config list`: global.*, :env:.* keys).
+    while IFS='=' read -r key value; do
+        value=${value#\'}; value=${value%\'}
+        case "${key##*.}" in
+            index-url) pip_env+="PIP_INDEX_URL: \"$value\", " ;;
+            extra-index-url) pip_env+="PIP_EXTRA_INDEX_URL: \"$value\", " ;;
+            trusted-host) pip_env+="PIP_TRUSTED_HOST: \"$value\", " ;;
+        esac
+    done < <(python3 -m pip config list 2>/dev/null || true)
+    cat <<YAML
+environments:
+  registry: "$reg"
+  plainHttp: true
+  builderImage: "$reg/modelrepo/builder:1"
+  baseImages: {"3.11": "$reg/modelrepo/runtime:py3.11", "3.13": "$reg/modelrepo/runtime:py3.13"}
+  hostNetwork: true
+  nameservers: [$ns]
+  pipEnv: {${pip_env%, }}
+YAML
+    [[ -f /etc/ssl/certs/ca-certificates.crt ]] && echo '  caBundleHostPath: /etc/ssl/certs/ca-certificates.crt'
+    return 0
+}
+
 do_install() {
     if $local_cluster; then
         "$ROOT/hack/cluster.sh" up   # starts the cluster or reuses it; refreshes the image
@@ -65,6 +94,13 @@ do_install() {
     if $local_cluster && [[ -f "$CACHE/images/modelrepo.key" ]]; then
         # Same tag (dev) for every local build: roll the pod when the image itself changed.
         args+=(--set-string "podAnnotations.modelrepo\.dev/image-key=$(cat "$CACHE/images/modelrepo.key")")
+    fi
+    if $local_cluster; then
+        local registry values
+        registry=$("$ROOT/hack/cluster.sh" env | sed -n 's/^REGISTRY=//p')
+        values=$(mktemp); trap 'rm -f "$values"' EXIT
+        local_environment_values "$registry" > "$values"
+        args+=(-f "$values")
     fi
     # shellcheck disable=SC2206  # HELM_ARGS is split on purpose
     args+=(${HELM_ARGS:-})

@@ -1,5 +1,5 @@
 """Write a captured function as a deployment folder: source.py, data/*.pkl, metadata.yaml,
-requirements.txt (DESIGN §3). Only writes into the folder it is given (a staging directory)."""
+requirements.txt (docs/repo-format.md). Only writes into the folder it is given (a staging directory)."""
 
 from __future__ import annotations
 

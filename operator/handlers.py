@@ -125,6 +125,12 @@ def child_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
     triggers.request_status(namespace, labels[LABEL_REPO])
 
 
+@kopf.on.event("batch", "v1", "jobs", labels={**MANAGED_BY, LABEL_REPO: kopf.PRESENT})
+def build_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    """An environment build moved: sync, so that a built image is rolled out (or its failure shown)."""
+    triggers.request_sync(namespace, labels[LABEL_REPO])
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
 async def repo_loop(namespace: str, name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """The poll loop of one ModelRepo: sync every spec.interval or when woken."""

@@ -252,3 +252,45 @@ def _now() -> Any:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc)
+
+
+# ----------------------------------------------------------------------------- environment builds
+
+def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    """A build Job as a plain dict, or None when there is none."""
+    _count(READS, "get Job")
+    try:
+        response = client.BatchV1Api(api_client()).read_namespaced_job(name, namespace, _preload_content=False)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        with api_errors(f"reading Job {namespace}/{name}"):
+            raise
+    return json.loads(response.data)
+
+
+def list_jobs(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    _count(READS, "list Job")
+    with api_errors(f"listing Jobs in {namespace}"):
+        return _raw(client.BatchV1Api(api_client()).list_namespaced_job(
+            namespace, label_selector=label_selector, _preload_content=False))
+
+
+def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    _count(READS, "list Pod")
+    with api_errors(f"listing Pods in {namespace}"):
+        return _raw(client.CoreV1Api(api_client()).list_namespaced_pod(
+            namespace, label_selector=label_selector, _preload_content=False))
+
+
+def create_job(job: Mapping[str, Any]) -> None:
+    """Create a build Job; one that exists already (another sync was first) is fine."""
+    meta = job["metadata"]
+    _count(WRITES, "create Job")
+    try:
+        client.BatchV1Api(api_client()).create_namespaced_job(meta["namespace"], job)
+    except ApiException as exc:
+        if exc.status == 409:
+            return
+        with api_errors(f"creating Job {meta['namespace']}/{meta['name']}"):
+            raise

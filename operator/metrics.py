@@ -1,4 +1,4 @@
-"""Prometheus metrics of the operator (DESIGN §7): sync and fetch durations, last sync time."""
+"""Prometheus metrics of the operator (docs/operator.md): sync and fetch durations, last sync time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a sync must change: desired folders versus the children that exist (DESIGN §6-§7).
+"""What a sync must change: desired folders versus the children that exist (docs/operator.md).
 
 Pure: takes the folders found at the synced commit and the existing Deployments/Services,
 returns which to apply, which are unchanged and which to prune. Only called after a

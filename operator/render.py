@@ -116,6 +116,8 @@ class FolderSettings:
     replicas: int | None = None
     resources: dict[str, Any] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    image: str | None = None  # the folder's environment image (pinned by digest); None: repo.image
+    gpu: dict[str, Any] | None = None  # environments.gpu_pod_fields: limits, nodeSelector, tolerations
 
 
 def owner_reference(repo: RepoRef) -> dict[str, Any]:
@@ -297,6 +299,16 @@ def _pod_spec(pod: _Pod) -> dict[str, Any]:
     return spec
 
 
+def _add_gpu(spec: dict[str, Any], gpu: dict[str, Any]) -> None:
+    """A GPU for the runtime container; the node selector and tolerations of GPU nodes."""
+    runtime = spec["containers"][0]
+    runtime["resources"] = {**runtime["resources"], "limits": {**runtime["resources"].get("limits", {}), **gpu["limits"]}}
+    if gpu.get("nodeSelector"):
+        spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **gpu["nodeSelector"]}
+    if gpu.get("tolerations"):
+        spec["tolerations"] = [*spec.get("tolerations", []), *gpu["tolerations"]]
+
+
 def render_deployment(
     repo: RepoRef, folder: Folder, settings: FolderSettings, policy: PodPolicy = POLICY,
 ) -> dict[str, Any]:
@@ -308,12 +320,15 @@ def render_deployment(
     `runtime` serves it. Neither of the last two mounts the Secret.
     """
     pod = _Pod(
-        repo=repo, folder=folder, policy=policy, image=repo.image,
+        repo=repo, folder=folder, policy=policy, image=settings.image or repo.image,
         pull=repo.runtime.get("imagePullPolicy") or "IfNotPresent",
         env=_env(folder, settings, repo), resources=_resources(settings, repo, policy),
     )
     replicas = settings.replicas if settings.replicas is not None else repo.runtime.get("replicas", 1)
     labels = {**selector_labels(repo, folder.name), LABEL_COMMIT: folder.commit}
+    pod_spec = _pod_spec(pod)
+    if settings.gpu:
+        _add_gpu(pod_spec, settings.gpu)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -334,7 +349,7 @@ def render_deployment(
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": labels, "annotations": {ANN_COMMIT: folder.commit}},
-                "spec": _pod_spec(pod),
+                "spec": pod_spec,
             },
         },
     }

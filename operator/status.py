@@ -1,4 +1,4 @@
-"""The ModelRepo's status, computed from what is really running (DESIGN §5, §7).
+"""The ModelRepo's status, computed from what is really running (docs/operator.md).
 
 Pure: takes the Deployments and Pods as the API server returns them and returns the status
 dict. Rollout trouble is read from the Deployments' own conditions and the new pods' container
@@ -57,6 +57,9 @@ def pod_problem(pods: Iterable[Mapping[str, Any]], commit: str) -> str | None:
         if ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_COMMIT) != commit:
             continue
         status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:  # e.g. a GPU no node has: the scheduler says why
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+                return _short(f"pod {cond['reason']}: {cond.get('message', '')}")
         for init, key in ((True, "initContainerStatuses"), (False, "containerStatuses")):
             for cs in status.get(key) or []:
                 problem = _container_problem(cs, init)
@@ -122,6 +125,7 @@ class Observation:
     source_reason: str = "FetchFailed"  # SourceReady's reason while source_error is set
     previous: Mapping[str, Any] = field(default_factory=dict)  # the current status
     archived: Iterable[str] = ()  # folders with Modelbit's .archived marker: listed, not served
+    builds: Mapping[str, str] = field(default_factory=dict)  # folder -> building / built <digest> / build failed: ...
 
 
 def _pods_of(pods: list[Mapping[str, Any]], child: str, deploy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -178,7 +182,9 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
                 degraded.append(f"{name}: {problem}")
             else:
                 progressing.append(name)
-        entry["message"] = _short(problem or "")
+        # A build's state (building, built <digest>) is the message while nothing is wrong; in
+        # the existing field, so that an operator newer than the installed CRD still writes status.
+        entry["message"] = _short(problem or obs.builds.get(name, ""))
         entries.append(entry)
 
     previous = obs.previous.get("conditions") or []

@@ -26,7 +26,7 @@ from modelrepo.format import (
     validate_folder,
 )
 from modelrepo.git import Credentials, GitError
-from modelrepo.operator import gitsource, kube, metrics
+from modelrepo.operator import builds, gitsource, kube, metrics
 from modelrepo.operator.keys import ANN_COMMIT, ANN_NAME, ANN_TREE, ANN_VERSION
 from modelrepo.operator.plan import make_plan, selected
 from modelrepo.operator.policy import POLICY, refusal
@@ -57,6 +57,8 @@ class RepoState:
     source_reason: str = "FetchFailed"
     failures: int = 0
     gateway: dict[str, str] = field(default_factory=dict)  # hashes of the gateway objects last applied
+    builds: dict[str, str] = field(default_factory=dict)  # folder -> its environment build's status
+    waiting: set[str] = field(default_factory=set)  # folders whose image is being built
 
 
 @dataclass
@@ -139,7 +141,7 @@ def sync(body: dict[str, Any], state: RepoState, cache_root: Path) -> SyncResult
         result.commit = sha
         if (
             sha == state.commit and repo.config_hash() == state.config_hash
-            and generation == state.generation and state.source_error is None
+            and generation == state.generation and state.source_error is None and not state.waiting
         ):
             refresh_status(body, state)
             metrics.LAST_SYNC.labels(repo.namespace, repo.name).set(time.time())
@@ -181,6 +183,8 @@ def _full_sync(run: _Sync) -> SyncResult:
         if n not in plan.invalid and selected(n, spec.get("include"), spec.get("exclude"))
     }
     state.invalid = run.result.invalid = invalid
+    state.builds = {n: b for n, b in state.builds.items() if n in state.folders}
+    state.waiting &= set(state.folders)
     state.archived = set(plan.archived)
     _apply_gateway(run, state.folders)
     refresh_status(run.body, state, synced=True)
@@ -232,10 +236,17 @@ def _apply_changed(run: _Sync, changed: list[Folder]) -> dict[str, str]:
             log.info("exporting %d folders at once failed (%s); one by one", len(changed), exc)
             exported = None
         for folder in changed:
-            problem = _check_and_apply(repo, run.cache, sha, run.creds, folder, Path(tmp), exported)
+            was_building = run.state.builds.get(folder.name) == "building"
+            problem = _check_and_apply(repo, run.cache, sha, run.creds, folder, Path(tmp), exported, run.state)
             if problem:
                 invalid[folder.name] = problem
-                run.event("Warning", "InvalidDeployment", problem)
+                failed = problem.startswith("build failed")
+                run.event("Warning", "BuildFailed" if failed else "InvalidDeployment",
+                          f"{folder.name}: {problem}" if failed else problem)
+                continue
+            if folder.name in run.state.waiting:
+                if not was_building and run.state.builds.get(folder.name) == "building":
+                    run.event("Normal", "Building", f"{folder.name}: building its environment image")
                 continue
             run.result.applied.append(folder.name)
             metrics.ROLLOUTS.labels(repo.namespace, repo.name).inc()
@@ -245,7 +256,7 @@ def _apply_changed(run: _Sync, changed: list[Folder]) -> dict[str, str]:
 
 def _check_and_apply(
     repo: RepoRef, cache: Path, sha: str, creds: Credentials | None, folder: Folder, tmp: Path,
-    exported_root: Path | None,
+    exported_root: Path | None, state: RepoState,
 ) -> str | None:
     """Check one changed (already exported) folder statically and apply its Deployment; or say why not."""
     path = deployment_path(folder.name)
@@ -263,7 +274,20 @@ def _check_and_apply(
         metadata = read_metadata(exported)
     except DeploymentError as exc:
         return _relative(str(exc), root)
-    settings = FolderSettings(replicas=metadata.replicas, resources=metadata.resources, env=metadata.env)
+    outcome = builds.serve_with(repo.namespace, repo.name, exported)
+    state.waiting.discard(folder.name)
+    state.builds.pop(folder.name, None)
+    if outcome.build:
+        state.builds[folder.name] = outcome.build
+    if outcome.problem:
+        return outcome.problem
+    if outcome.wait:
+        state.waiting.add(folder.name)
+        return None
+    settings = FolderSettings(
+        replicas=metadata.replicas, resources=metadata.resources, env=metadata.env,
+        image=outcome.image, gpu=outcome.gpu_fields,
+    )
     kube.apply(render_deployment(repo, folder, settings))
     return None
 
@@ -328,6 +352,7 @@ def refresh_status(body: dict[str, Any], state: RepoState, *, synced: bool = Fal
         folders=state.folders or folders_from_children(deployments),
         deployments=deployments, pods=pods, invalid=state.invalid, archived=state.archived,
         source_error=state.source_error, source_reason=state.source_reason, previous=previous,
+        builds=state.builds,
     ))
     if synced and status.get("commit") != previous.get("commit"):
         status["lastSyncTime"] = now_iso()

@@ -111,7 +111,7 @@ class FastPathService(bentoml.Service):
     logging={"access": {"enabled": False}},
 )
 class Runtime:
-    """Serves model deployments by the modelrepo REST contract (DESIGN §4)."""
+    """Serves model deployments by the modelrepo REST contract (docs/runtime.md)."""
 
     def __init__(self) -> None:
         install_modelbit()  # this worker process imports source.py: `import modelbit` must work

@@ -24,6 +24,8 @@ KUBE_SVC_IP="${KUBE_SVC_IP:-198.19.0.1}"
 DNS_SVC_IP="${DNS_SVC_IP:-198.19.0.10}"
 NODE_NAME="${NODE_NAME:-modelrepo-node}"
 API_PORT="${API_PORT:-6443}"
+REGISTRY_PORT="${REGISTRY_PORT:-5000}"  # the node's image registry (plain http, node address only)
+REGISTRY_ADDR="$NODE_IP:$REGISTRY_PORT"
 KUBECONFIG_OUT="$STATE/kubeconfig"
 
 export GOMODCACHE="${GOMODCACHE_OVERRIDE:-$CACHE/go/mod}"

@@ -1,8 +1,8 @@
 # Install the Debian packages the local cluster needs, only those missing (sourced).
 # containerd/runc/CNI plugins/iptables run the node; buildah/debootstrap build images;
-# etcd-server is the API server's store.
+# etcd-server is the API server's store; docker-registry (CNCF distribution) is the node's registry.
 CLUSTER_DEBS=(containerd runc containernetworking-plugins iptables conntrack ethtool socat iproute2 openssl
-              buildah debootstrap etcd-server ca-certificates curl)
+              buildah debootstrap etcd-server docker-registry ca-certificates curl)
 
 ensure_debs() {
   local missing=() p

@@ -44,7 +44,7 @@ runtimeInfo:
 
 
 def model_folder(name: str, factor: int) -> dict[str, str]:
-    """A deployment folder (DESIGN §3) without pickles: fits in a ConfigMap."""
+    """A deployment folder (docs/repo-format.md) without pickles: fits in a ConfigMap."""
     return {
         "source.py": SOURCE.format(name=name, factor=factor, example=4 * factor),
         "metadata.yaml": METADATA.format(name=name),

@@ -24,6 +24,7 @@ EXPECTED_RULES = {
     ("", "configmaps"): {"get", "create", "patch"},  # the gateway's routing table
     ("", "secrets"): {"get"},
     ("", "events"): {"create"},
+    ("batch", "jobs"): {"get", "list", "watch", "create"},  # environment builds
 }
 
 
@@ -284,3 +285,21 @@ def test_model_pod_port_name_matches_the_rendered_runtime_container():
     pod = render_deployment(repo, Folder("A", "t", "c" * 40, 1), FolderSettings())["spec"]["template"]["spec"]
     assert [p["name"] for p in pod["containers"][0]["ports"]] == ["http"]
     assert pod["containers"][0]["ports"][0]["containerPort"] == RUNTIME_PORT
+
+
+def test_environments_values_reach_the_operator_as_it_reads_them(helm):
+    from modelrepo.operator.environments import EnvironmentSettings
+
+    def settings(*args: str) -> EnvironmentSettings:
+        env = {e["name"]: e.get("value") for e in operator_container(helm.template(*args))["env"]}
+        return EnvironmentSettings.from_json(env["MODELREPO_ENVIRONMENTS"])
+
+    default = settings()
+    assert not default.enabled and default.gpu_label == "nvidia.com/gpu.product"  # nothing built by default
+    mine = settings(
+        "--set", "environments.registry=registry.example:5000",
+        "--set", "environments.baseImages.3\\.10=registry.example:5000/runtime:py3.10",
+        "--set", "environments.gpuNodeLabel=cloud.example/accelerator",
+    )
+    assert mine.enabled and mine.base_images["3.10"].image == "registry.example:5000/runtime:py3.10"
+    assert mine.gpu_label == "cloud.example/accelerator" and mine.timeout_seconds == 1800

@@ -1,4 +1,4 @@
-"""Version numbers (DESIGN §3) over real git repositories."""
+"""Version numbers (docs/repo-format.md) over real git repositories."""
 
 from __future__ import annotations
 

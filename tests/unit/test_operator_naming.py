@@ -1,4 +1,4 @@
-"""Child names (DESIGN §6): lowercase, `_` -> `-`, at most 63 characters, distinct when cut."""
+"""Child names (docs/operator.md): lowercase, `_` -> `-`, at most 63 characters, distinct when cut."""
 
 import re
 

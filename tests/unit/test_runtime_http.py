@@ -1,7 +1,7 @@
-"""`modelrepo runtime --dir` over real HTTP: every row of the DESIGN §4 table, batches, headers.
+"""`modelrepo runtime --dir` over real HTTP: every row of the docs/runtime.md table, batches, headers.
 
 Each server is a real `modelrepo runtime` process (BentoML underneath) on loopback, serving a
-deployment folder written by hand in the DESIGN §3 format inside a real git repository.
+deployment folder written by hand in the docs/repo-format.md format inside a real git repository.
 """
 
 from __future__ import annotations

@@ -72,6 +72,11 @@ pods/exec, nothing cluster-scoped.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# Environment builds (docs/operator.md, "Environments"): one Job per environment; pods are read
+# above (their termination message says why a build failed). No delete: ttlSecondsAfterFinished.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create]
 # Events on ModelRepos (kopf posts core/v1 Events).
 - apiGroups: [""]
   resources: [events]
