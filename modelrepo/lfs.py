@@ -136,6 +136,13 @@ def default_remote(root: str | os.PathLike[str]) -> str | None:
     return remotes[0] if len(remotes) == 1 else None
 
 
+def _lfs_url_config(root: str | os.PathLike[str], commit: str) -> list[str]:
+    """`-c lfs.url=...` from `.lfsconfig` at `commit`: a sparse or bare checkout has no such file
+    in a work tree, where git-lfs looks for it."""
+    url = git.try_run(["config", "--blob", f"{commit}:.lfsconfig", "lfs.url"], cwd=root)
+    return ["-c", f"lfs.url={url}"] if url else []
+
+
 def materialize(
     root: str | os.PathLike[str],
     commit: str,
@@ -155,7 +162,7 @@ def materialize(
     missing = [oid for oid in found.values() if not object_path(root, oid).is_file()]
     if missing and available():
         remote = default_remote(root)
-        args = ["lfs", "fetch", f"--include={','.join(include)}", "--exclude="]
+        args = [*_lfs_url_config(root, commit), "lfs", "fetch", f"--include={','.join(include)}", "--exclude="]
         # on failure the pointers stay; the caller names each with its oid
         with contextlib.suppress(git.GitError):
             git.run([*args, *([remote, commit] if remote else [])], cwd=root, env=env, creds=creds)
