@@ -17,6 +17,8 @@ import pytest
 from fixtures.git_servers import HTTP_PASSWORD, HTTP_USER
 from fixtures.model_repos import run_cli
 
+from modelrepo import lfs
+
 ROOT = Path(__file__).resolve().parents[2]
 ASKPASS = f"""#!/bin/sh
 case "$1" in
@@ -120,6 +122,38 @@ def test_deploy_stores_the_model_in_lfs_and_pushes_it(lfs_repo, lfs_server, tmp_
     assert oid in lfs_server.oids()  # uploaded with the branch
     assert git(work, "ls-remote", url, "refs/heads/main", env=credentials_env).split()[0] == git(work, "rev-parse", "HEAD")
     assert (work / pkl).stat().st_size > size  # the work tree shows the real file
+
+
+def test_serve_and_fetch_download_the_folders_objects(lfs_repo, lfs_server, tmp_path, credentials_env, servers):
+    work, url = lfs_repo
+    deploy_big(work, tmp_path, credentials_env, 100_000)
+    head = git(work, "rev-parse", "HEAD")
+    # a teammate's clone that has no LFS object yet: serve downloads it from the LFS server
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", url, str(clone), env={**credentials_env, "GIT_LFS_SKIP_SMUDGE": "1"})
+    pkl = clone / "deployments/Big_Model/data/WEIGHTS.pkl"
+    assert lfs.pointer_oid(pkl)
+    server = servers.start("serve", str(clone), "--interval", "200ms", "--cache-dir", str(tmp_path / "cache"),
+                           env={"GIT_ASKPASS": credentials_env["GIT_ASKPASS"]})
+    server.wait_ready()
+    r = server.post("/v1/Big_Model/latest", {"data": 99_999})
+    assert r.status_code == 200, r.text + server.output()
+    assert r.json()["data"] == 99_999.0
+
+    # the pods' fetch: only the folder, its LFS objects, credentials from the Secret directory
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "username").write_text(HTTP_USER)
+    (secret / "password").write_text(HTTP_PASSWORD)
+    dest = tmp_path / "fetched"
+    proc = run_cli("fetch", "--url", url, "--commit", head, "--path", "deployments/Big_Model",
+                   "--dest", str(dest), "--credentials", str(secret))
+    assert proc.returncode == 0, proc.stderr
+    fetched = dest / "deployments/Big_Model/data/WEIGHTS.pkl"
+    assert lfs.pointer_oid(fetched) is None
+    assert fetched.read_bytes() == (work / "deployments/Big_Model/data/WEIGHTS.pkl").read_bytes()
+    assert not (dest / ".git").exists()
+    assert HTTP_PASSWORD not in proc.stdout + proc.stderr
 
 
 def test_a_pointer_whose_object_is_missing_is_named(lfs_repo, lfs_server, tmp_path, credentials_env):
