@@ -170,3 +170,16 @@ def test_a_pointer_whose_object_is_missing_is_named(lfs_repo, lfs_server, tmp_pa
     assert line.startswith("deployments/Big_Model/data/WEIGHTS.pkl: ")
     assert f"a Git LFS pointer (sha256:{oid}" in line and "was not fetched" in line
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_deploy_of_a_large_model_streams_it(lfs_repo, lfs_server, tmp_path, credentials_env):
+    """deploy() of a 200 MB value: the deploying process and every process it starts (git,
+    git-lfs, the doctest gate) peak at about 1.5x the model at most; the history holds a pointer."""
+    work, _ = lfs_repo
+    model_kb = 200_000_000 // 1024
+    rss = deploy_big(work, tmp_path, credentials_env, 200_000_000 // 8)
+    print(f"model {model_kb} KiB, peak rss {rss}")
+    assert rss["self_kb"] - rss["before_kb"] <= model_kb // 2, rss  # the model itself is the 1x
+    assert rss["children_kb"] <= model_kb * 3 // 2, rss
+    blob = git(work, "rev-parse", "HEAD:deployments/Big_Model/data/WEIGHTS.pkl")
+    assert int(git(work, "cat-file", "-s", blob)) < 200
