@@ -162,7 +162,9 @@ def materialize(
     missing = [oid for oid in found.values() if not object_path(root, oid).is_file()]
     if missing and available():
         remote = default_remote(root)
-        args = [*_lfs_url_config(root, commit), "lfs", "fetch", f"--include={','.join(include)}", "--exclude="]
+        # few, short retries: a missing object must be named soon (serve polls, a pod restarts)
+        retries = ["-c", "lfs.transfer.maxretries=2", "-c", "lfs.transfer.maxretrydelay=2"]
+        args = [*_lfs_url_config(root, commit), *retries, "lfs", "fetch", f"--include={','.join(include)}", "--exclude="]
         # on failure the pointers stay; the caller names each with its oid
         with contextlib.suppress(git.GitError):
             git.run([*args, *([remote, commit] if remote else [])], cwd=root, env=env, creds=creds)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fixtures.git_servers import HTTP_PASSWORD, HTTP_USER
 from fixtures.model_repos import run_cli
+from fixtures.runtime_server import wait_for
 
 from modelrepo import lfs
 
@@ -44,7 +45,7 @@ def Big_Model(i: int) -> float:
 
 
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-modelrepo.deploy(Big_Model, repo=sys.argv[1])
+modelrepo.deploy(Big_Model, repo=sys.argv[1], name=sys.argv[2])
 print(json.dumps({{"before_kb": before,
                   "self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}}))
@@ -81,11 +82,11 @@ def lfs_repo(tmp_path, git_servers, lfs_server, credentials_env):
     return work, git_servers.http_url(name)
 
 
-def deploy_big(work: Path, tmp_path: Path, env: dict[str, str], n: int) -> dict[str, int]:
+def deploy_big(work: Path, tmp_path: Path, env: dict[str, str], n: int, name: str = "Big_Model") -> dict[str, int]:
     script = tmp_path / "deploy_big.py"
     script.write_text(DEPLOY_SCRIPT.format(n=n))
     proc = subprocess.run(
-        [sys.executable, str(script), str(work)], capture_output=True, text=True, timeout=600,
+        [sys.executable, str(script), str(work), name], capture_output=True, text=True, timeout=600,
         env={**env, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -126,8 +127,12 @@ def test_deploy_stores_the_model_in_lfs_and_pushes_it(lfs_repo, lfs_server, tmp_
 
 def test_serve_and_fetch_download_the_folders_objects(lfs_repo, lfs_server, tmp_path, credentials_env, servers):
     work, url = lfs_repo
+    deploy_big(work, tmp_path, credentials_env, 50_000, name="Other_Model")
     deploy_big(work, tmp_path, credentials_env, 100_000)
     head = git(work, "rev-parse", "HEAD")
+    other = git(work, "cat-file", "-p", "HEAD:deployments/Other_Model/data/WEIGHTS.pkl").split("sha256:")[1].split()[0]
+    mine = git(work, "cat-file", "-p", "HEAD:deployments/Big_Model/data/WEIGHTS.pkl").split("sha256:")[1].split()[0]
+    assert {mine, other} <= lfs_server.oids()
     # a teammate's clone that has no LFS object yet: serve downloads it from the LFS server
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", url, str(clone), env={**credentials_env, "GIT_LFS_SKIP_SMUDGE": "1"})
@@ -146,6 +151,7 @@ def test_serve_and_fetch_download_the_folders_objects(lfs_repo, lfs_server, tmp_
     (secret / "username").write_text(HTTP_USER)
     (secret / "password").write_text(HTTP_PASSWORD)
     dest = tmp_path / "fetched"
+    downloaded = len(lfs_server.downloads())
     proc = run_cli("fetch", "--url", url, "--commit", head, "--path", "deployments/Big_Model",
                    "--dest", str(dest), "--credentials", str(secret))
     assert proc.returncode == 0, proc.stderr
@@ -153,10 +159,11 @@ def test_serve_and_fetch_download_the_folders_objects(lfs_repo, lfs_server, tmp_
     assert lfs.pointer_oid(fetched) is None
     assert fetched.read_bytes() == (work / "deployments/Big_Model/data/WEIGHTS.pkl").read_bytes()
     assert not (dest / ".git").exists()
+    assert lfs_server.downloads()[downloaded:] == [mine]  # only its own folder's object
     assert HTTP_PASSWORD not in proc.stdout + proc.stderr
 
 
-def test_a_pointer_whose_object_is_missing_is_named(lfs_repo, lfs_server, tmp_path, credentials_env):
+def test_a_pointer_whose_object_is_missing_is_named(lfs_repo, lfs_server, tmp_path, credentials_env, servers):
     work, url = lfs_repo
     deploy_big(work, tmp_path, credentials_env, 1000)
     blob = git(work, "rev-parse", "HEAD:deployments/Big_Model/data/WEIGHTS.pkl")
@@ -170,6 +177,11 @@ def test_a_pointer_whose_object_is_missing_is_named(lfs_repo, lfs_server, tmp_pa
     assert line.startswith("deployments/Big_Model/data/WEIGHTS.pkl: ")
     assert f"a Git LFS pointer (sha256:{oid}" in line and "was not fetched" in line
     assert "Traceback" not in proc.stdout + proc.stderr
+    server = servers.start("serve", str(clone), "--interval", "200ms", "--cache-dir", str(tmp_path / "cache"),
+                           env={"GIT_ASKPASS": credentials_env["GIT_ASKPASS"]})
+    wait_for(lambda: f"a Git LFS pointer (sha256:{oid}" in server.output(), "serve to name the missing object")
+    r = server.post("/v1/Big_Model/latest", {"data": 1})
+    assert r.status_code >= 400 and "Git LFS pointer" in r.text, r.text
 
 
 def test_deploy_of_a_large_model_streams_it(lfs_repo, lfs_server, tmp_path, credentials_env):
