@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the cluster's images without Docker, each only when its inputs changed:
 #   localhost/modelrepo/pause:1      sandbox image (hack/pause, a static Go binary)
-#   localhost/debian-py:bookworm     base: debootstrap minbase + python3 3.11, venv, git, CA certs
+#   localhost/debian-py:bookworm     base: debootstrap minbase + python3 3.11, venv, git, git-lfs, CA certs
 #   docker.io/library/modelrepo:dev  the project image from runtime/Dockerfile on that base
 # Each is exported to $CACHE/images/<file>.tar (OCI archive) with a .key file holding the
 # hash of its inputs; hack/cluster.sh imports them into containerd's k8s.io namespace.
@@ -19,7 +19,7 @@ BASE_IMAGE="localhost/debian-py:bookworm"
 PROJECT_IMAGE="${PROJECT_IMAGE:-docker.io/library/modelrepo:dev}"
 PROJECT_FILE="${PROJECT_FILE:-modelrepo}"
 APT_SOURCES="${APT_SOURCES:-/etc/apt}"  # where apt_mirror looks (tests point it elsewhere)
-BASE_PKGS="python3,python3-venv,git,ca-certificates"
+BASE_PKGS="python3,python3-venv,git,git-lfs,ca-certificates"
 
 # The Debian mirror this machine's apt uses: the first `deb` source whose suites are not the
 # security ones, from sources.list and sources.list.d/*.list (one-line) or *.sources (deb822).
