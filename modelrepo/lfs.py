@@ -151,11 +151,14 @@ def materialize(
     *,
     env: Mapping[str, str] | None = None,
     creds: git.Credentials | None = None,
+    move: bool = False,
 ) -> list[str]:
     """Put the bytes of every LFS object in place of its pointer under `folder` (extracted from
     `commit` of the repository at `root`). Objects not stored locally are downloaded first, only
-    those of `include` (repository paths) at `commit`. Returns the paths still pointers (their
-    object is missing: on the server, or git-lfs is not installed), for the caller to name."""
+    those of `include` (repository paths) at `commit`. `move` takes the objects out of the
+    store instead of copying them (a checkout whose .git is removed next: no second copy on
+    disk). Returns the paths still pointers (their object is missing: on the server, or git-lfs
+    is not installed), for the caller to name."""
     found = pointers(folder)
     if not found:
         return []
@@ -172,9 +175,13 @@ def materialize(
     for path, oid in found.items():
         source = object_path(root, oid)
         if source.is_file():
+            mode = path.stat().st_mode & 0o777
             staged = path.with_name(f".{path.name}.lfs-tmp")
-            shutil.copyfile(source, staged)  # streamed (sendfile), never read whole
-            os.chmod(staged, path.stat().st_mode & 0o777)
+            if move and list(found.values()).count(oid) == 1:
+                shutil.move(source, staged)
+            else:
+                shutil.copyfile(source, staged)  # streamed (sendfile), never read whole
+            os.chmod(staged, mode)
             staged.replace(path)
         else:
             left.append(str(path))

@@ -193,7 +193,7 @@ def sparse_checkout(
         common = _existing(None, sha, linked_common(dest, [path.strip("/")]), cwd=dest)
         if common:  # Modelbit's shared files: the common/ paths the folder's links point to
             git("sparse-checkout", "add", *(f"/{p}" for p in common))
-        lfs.materialize(dest, sha, dest, [path.strip("/"), *common], env=env, creds=creds)
+        lfs.materialize(dest, sha, dest, [path.strip("/"), *common], env=env, creds=creds, move=True)
     folder = dest / path
     if not folder.is_dir():
         raise GitError(f"{path} does not exist at commit {sha[:12]}")
