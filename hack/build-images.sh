@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the cluster's images without Docker, each only when its inputs changed:
 #   localhost/modelrepo/pause:1         sandbox image (hack/pause, a static Go binary)
-#   localhost/debian-py:<suite>         base: debootstrap minbase + python3, venv, git, CA certs
+#   localhost/debian-py:<suite>         base: debootstrap minbase + python3, venv, git, git-lfs, CA certs
 #   docker.io/library/modelrepo:dev     the project image from runtime/Dockerfile on bookworm (3.11)
 #   docker.io/library/modelrepo:dev-py3.9 / -py3.13   the same on bullseye / trixie (`bases`)
 #   localhost/modelrepo/builder:1       buildah on bookworm: the image of environment build Jobs
@@ -30,7 +30,7 @@ CLUSTER_PYTHONS="${CLUSTER_PYTHONS-3.13}"  # empty: 3.11 only
 PROJECT_IMAGE="${PROJECT_IMAGE:-docker.io/library/modelrepo:dev}"
 PROJECT_FILE="${PROJECT_FILE:-modelrepo}"
 APT_SOURCES="${APT_SOURCES:-/etc/apt}"  # where apt_mirror looks (tests point it elsewhere)
-BASE_PKGS="python3,python3-venv,git,ca-certificates"
+BASE_PKGS="python3,python3-venv,git,git-lfs,ca-certificates"
 
 # The Debian mirror this machine's apt uses: the first `deb` source whose suites are not the
 # security ones, from sources.list and sources.list.d/*.list (one-line) or *.sources (deb822).

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelrepo import git
+from modelrepo import git, lfs
 from modelrepo.format import deployment_path
 
 _ZERO = "0" * 40
@@ -83,13 +83,31 @@ def check_branch_name(repo: WorkTree, branch: str) -> None:
         raise RepoError(f"{branch!r} is not a valid branch name")
 
 
-def hash_files(repo: WorkTree, paths: list[Path], write: bool = False) -> list[str]:
-    """Blob ids of `paths` (streamed by git, never read into memory here); `write` stores them."""
+def hash_files(repo: WorkTree, paths: list[Path], write: bool = False, at: list[str] | None = None) -> list[str]:
+    """Blob ids of `paths` (streamed by git, never read into memory here); `write` stores them.
+
+    `at` (the files' repository paths) applies the attributes: a file tracked with Git LFS is
+    stored as an LFS object and its blob is the pointer.
+    """
     if not paths:
         return []
-    args = ["hash-object", *(["-w"] if write else []), "--stdin-paths"]
-    out = repo.git(*args, input=("\n".join(str(p) for p in paths) + "\n").encode())
-    return out.split()
+    try:
+        in_lfs = lfs.tracked(repo.root, at) if at else set()
+    except git.GitError as exc:
+        raise _fail("reading .gitattributes failed", exc) from None
+    plain = [p for p, rel in zip(paths, at or [None] * len(paths), strict=True) if rel not in in_lfs]
+    ids: dict[Path, str] = {}
+    if plain:
+        args = ["hash-object", *(["-w"] if write else []), "--stdin-paths"]
+        out = repo.git(*args, input=("\n".join(str(p) for p in plain) + "\n").encode())
+        ids.update(zip(plain, out.split(), strict=True))
+    for path, rel in zip(paths, at or [], strict=False):
+        if rel in in_lfs:
+            try:
+                ids[path] = lfs.store(repo.root, path, rel)
+            except lfs.LfsError as exc:
+                raise RepoError(str(exc)) from None
+    return [ids[p] for p in paths]
 
 
 def _mode(path: Path) -> str:
@@ -106,7 +124,8 @@ def same_folder(repo: WorkTree, staged: Path, committed: dict[str, tuple[str, st
     rels = [p.relative_to(staged).as_posix() for p in files]
     if sorted(rels) != sorted(committed):
         return False
-    ids = hash_files(repo, files)
+    prefix = deployment_path(staged.name) + "/"
+    ids = hash_files(repo, files, at=[prefix + rel for rel in rels])
     return all(committed[rel] == (_mode(path), oid) for rel, path, oid in zip(rels, files, ids, strict=True))
 
 
@@ -162,7 +181,8 @@ def commit_folder(
             if replaced:
                 repo.git("rm", "--cached", "-q", "--ignore-unmatch", "--", *[prefix + p for p in replaced], env=env)
             files = staged_files(staged)
-            ids = hash_files(repo, files, write=True)
+            ids = hash_files(repo, files, write=True,
+                             at=[prefix + p.relative_to(staged).as_posix() for p in files])
             entries = [
                 f"{_mode(path)} {oid}\t{prefix}{path.relative_to(staged).as_posix()}"
                 for path, oid in zip(files, ids, strict=True)
@@ -378,7 +398,13 @@ def push_remote(repo: WorkTree, branch: str) -> str | None:
 
 
 def push(repo: WorkTree, remote: str, branch: str) -> None:
-    """Push `branch` (never forced: a remote that moved since the fetch rejects it)."""
+    """Push `branch` (never forced: a remote that moved since the fetch rejects it), its Git LFS
+    objects first (the ref must never name a pointer whose object is not on the server)."""
+    if lfs.has_objects(repo.root):
+        try:
+            lfs.push(repo.root, remote, f"refs/heads/{branch}", timeout=remote_timeout())
+        except lfs.LfsError as exc:
+            raise RepoError(str(exc)) from None
     try:
         repo.git("push", "--porcelain", remote, f"refs/heads/{branch}:refs/heads/{branch}",
                  timeout=remote_timeout())

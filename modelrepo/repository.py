@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from modelrepo import git
+from modelrepo import git, lfs
 from modelrepo.format import (
     DEPLOYMENTS_DIR,
     ENDPOINTS_DIR,
@@ -165,7 +165,10 @@ def extract_folder(repo: Repo, commit: str, name: str, cache_dir: str | os.PathL
         if not listing:
             raise DeploymentError(path, f"does not exist at commit {commit[:7]}")
         common = linked_common_paths(repo, commit, name)
-        archive = git.run(["archive", "--format=tar", commit, path, *common], cwd=repo, binary=True)
+        # LFS pointers stay pointers here (git's smudge filter would pass every object through
+        # this process's memory); lfs.materialize copies the objects' files in their place.
+        archive = git.run(["archive", "--format=tar", commit, path, *common], cwd=repo, binary=True,
+                          env={**git.base_environment(), "GIT_LFS_SKIP_SMUDGE": "1"})
     except git.GitError as exc:
         raise DeploymentError(path, f"cannot read it at commit {commit[:7]}: {exc.stderr}") from None
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +179,9 @@ def extract_folder(repo: Repo, commit: str, name: str, cache_dir: str | os.PathL
                 tar.extractall(staging, filter="data")  # no absolute paths, no links leaving the tree
             else:  # pragma: no cover - Pythons before the tarfile filters
                 tar.extractall(staging)  # noqa: S202
+        # Git LFS pointers become their objects' bytes (downloaded: only this folder's, at this
+        # commit); a pointer whose object cannot be had stays, and loading names it.
+        lfs.materialize(repo, commit, staging, [path, *common])
         try:
             staging.rename(root)
         except OSError:

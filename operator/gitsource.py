@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from modelrepo import lfs
 from modelrepo.format import common_targets
 from modelrepo.format.links import folder_links
 from modelrepo.git import (
@@ -193,6 +194,7 @@ def sparse_checkout(
             if not ref or SHA_RE.match(ref):
                 raise
             git("fetch", "-q", "--no-tags", "--filter=blob:none", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}")
+        env["GIT_LFS_SKIP_SMUDGE"] = "1"  # pointers first; lfs.materialize fetches only this folder's
         git("-c", "advice.detachedHead=false", "checkout", "-q", sha)
         common = _existing(None, sha, linked_common(dest, [path.strip("/")]), cwd=dest)
         if common:  # Modelbit's shared files: the common/ paths the folder's links point to
@@ -208,6 +210,7 @@ def sparse_checkout(
                 shutil.rmtree(dest / extra, ignore_errors=True)
                 if git("ls-tree", "--name-only", also_at, "--", extra.strip("/")):
                     git("checkout", "-q", also_at, "--", extra.strip("/"))
+        lfs.materialize(dest, sha, dest, [path.strip("/"), *common], env=env, creds=creds, move=True)
     folder = dest / path
     if not folder.is_dir():
         raise GitError(f"{path} does not exist at commit {sha[:12]}")

@@ -2,6 +2,7 @@
 
 pytest_plugins: list[str] = [
     "fixtures.git_servers",
+    "fixtures.lfs_server",
     "fixtures.model_repos",
     "fixtures.cluster",
     "fixtures.operator",

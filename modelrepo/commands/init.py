@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from modelrepo import git
+from modelrepo import git, lfs
 
 # The branch `modelrepo init` and `modelrepo clone` use; `serve`, the operator and deploy()
 # follow the repository's branch, this is only where a new repository starts.
@@ -77,6 +77,21 @@ def install_hook(root: Path, made: list[str], write_bin: bool = True) -> None:
     _git(root, "config", "modelrepo.repository", "true")
 
 
+def use_lfs(root: Path, made: list[str]) -> None:
+    """With git-lfs installed: `.gitattributes` storing model files as LFS objects (deploy()
+    then streams pickles to LFS, history grows by pointers only) and `git lfs install --local`
+    (its pre-push hook uploads objects on a plain `git push` too). Without it: nothing."""
+    if not lfs.available():
+        return
+    _write(root / ".gitattributes", lfs.ATTRIBUTES, made, root)
+    if _git(root, "config", "--local", "filter.lfs.process") is None:
+        try:
+            lfs.install_local(root)
+            made.append("git lfs install --local")
+        except git.GitError as exc:
+            print(f"note: `git lfs install --local` failed: {exc}")
+
+
 def _write(path: Path, text: str, made: list[str], root: Path) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
     _write(root / "README.md", README, made, root)
     _write(root / ".gitignore", GITIGNORE, made, root)
     install_hook(root, made)
+    use_lfs(root, made)
     if _git(root, "rev-parse", "-q", "--verify", "HEAD") is None:
-        _git(root, "add", "deployments", "endpoints", "datasets", "bin", "README.md", ".gitignore")
+        _git(root, "add", "deployments", "endpoints", "datasets", "bin", "README.md", ".gitignore",
+             *([".gitattributes"] if (root / ".gitattributes").exists() else []))
         try:
             git.run(["commit", "-q", "-m", "Initialize model repository"], cwd=root)
             made.append("commit 'Initialize model repository'")
