@@ -136,62 +136,58 @@ def _pods_of(pods: list[Mapping[str, Any]], child: str, deploy: Mapping[str, Any
     ]
 
 
-def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
-    """The whole status subresource for one ModelRepo."""
-    now = now or now_iso()
-    by_child = {d["metadata"]["name"]: d for d in obs.deployments}
-    pods = list(obs.pods)
-    entries: list[dict[str, Any]] = []
-    degraded: list[str] = []
-    progressing: list[str] = []
-    archived = set(obs.archived)
-    names = sorted(set(obs.folders) | set(obs.invalid))
-    for name in names:
-        if name in archived and name not in obs.invalid:
-            entries.append({"name": name, "ready": False, "replicas": 0, "readyReplicas": 0,
-                            "message": "archived"})
-            continue
-        folder = obs.folders.get(name)
-        deploy = by_child.get(child_name(obs.repo.name, name))
-        entry: dict[str, Any] = {"name": name, "url": service_url(obs.repo, name)}
-        problem = obs.invalid.get(name)
-        if deploy is not None:
-            ann = deploy["metadata"].get("annotations") or {}
-            st = deploy.get("status") or {}
-            serving_commit = ann.get(ANN_COMMIT, "")
-            entry.update(
-                version=int(ann.get(ANN_VERSION, 0) or 0), commit=serving_commit,
-                replicas=int((deploy.get("spec") or {}).get("replicas", 1)),
-                readyReplicas=int(st.get("readyReplicas", 0) or 0),
-            )
-            complete = rollout_complete(deploy)
-            up_to_date = folder is not None and serving_commit == folder.commit
-            entry["ready"] = complete and up_to_date and problem is None
-            if problem is None:
-                problem = deployment_problem(deploy, _pods_of(pods, deploy["metadata"]["name"], deploy))
-            if problem:
-                serving = f" (serving version {entry['version']})" if entry["readyReplicas"] else ""
-                degraded.append(f"{name}: {problem}{serving}")
-            elif not entry["ready"]:
-                progressing.append(name)
-        else:
-            entry.update(ready=False, replicas=0, readyReplicas=0)
-            if folder is not None:
-                entry.update(version=folder.version, commit=folder.commit)
-            if problem:
-                degraded.append(f"{name}: {problem}")
-            else:
-                progressing.append(name)
-        # A build's state (building, built <digest>) is the message while nothing is wrong; in
-        # the existing field, so that an operator newer than the installed CRD still writes status.
-        entry["message"] = _short(problem or obs.builds.get(name, ""))
-        entries.append(entry)
+@dataclass
+class _Health:
+    """Which deployments are degraded (with why) and which are still rolling out."""
 
+    degraded: list[str] = field(default_factory=list)
+    progressing: list[str] = field(default_factory=list)
+
+
+def _deployment_entry(obs: Observation, name: str, deploy: Mapping[str, Any] | None,
+                      pods: list[Mapping[str, Any]], health: _Health) -> dict[str, Any]:
+    """One entry of status.deployments; notes its trouble or progress in `health`."""
+    folder = obs.folders.get(name)
+    entry: dict[str, Any] = {"name": name, "url": service_url(obs.repo, name)}
+    problem = obs.invalid.get(name)
+    if deploy is not None:
+        ann = deploy["metadata"].get("annotations") or {}
+        st = deploy.get("status") or {}
+        serving_commit = ann.get(ANN_COMMIT, "")
+        entry.update(
+            version=int(ann.get(ANN_VERSION, 0) or 0), commit=serving_commit,
+            replicas=int((deploy.get("spec") or {}).get("replicas", 1)),
+            readyReplicas=int(st.get("readyReplicas", 0) or 0),
+        )
+        up_to_date = folder is not None and serving_commit == folder.commit
+        entry["ready"] = rollout_complete(deploy) and up_to_date and problem is None
+        if problem is None:
+            problem = deployment_problem(deploy, _pods_of(pods, deploy["metadata"]["name"], deploy))
+        if problem:
+            serving = f" (serving version {entry['version']})" if entry["readyReplicas"] else ""
+            health.degraded.append(f"{name}: {problem}{serving}")
+        elif not entry["ready"]:
+            health.progressing.append(name)
+    else:
+        entry.update(ready=False, replicas=0, readyReplicas=0)
+        if folder is not None:
+            entry.update(version=folder.version, commit=folder.commit)
+        if problem:
+            health.degraded.append(f"{name}: {problem}")
+        else:
+            health.progressing.append(name)
+    # A build's state (building, built <digest>) is the message while nothing is wrong; in
+    # the existing field, so that an operator newer than the installed CRD still writes status.
+    entry["message"] = _short(problem or obs.builds.get(name, ""))
+    return entry
+
+
+def _conditions(obs: Observation, health: _Health, ready_count: int, served: int, now: str) -> list[dict[str, Any]]:
+    """Ready, SourceReady, Progressing, Degraded, in that order."""
     previous = obs.previous.get("conditions") or []
-    gen = obs.generation
 
     def cond(t: str, s: bool | None, reason: str, message: str) -> dict[str, Any]:
-        return condition(t, s, reason, message, gen, previous, now)
+        return condition(t, s, reason, message, obs.generation, previous, now)
 
     if obs.source_error:
         source = cond("SourceReady", False, obs.source_reason, obs.source_error)
@@ -199,27 +195,43 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
         source = cond("SourceReady", True, "Fetched", f"fetched {obs.commit[:12]}")
     else:
         source = cond("SourceReady", None, "Pending", "not fetched yet")
+    degraded, progressing = health.degraded, health.progressing
     deg = cond("Degraded", bool(degraded), "DeploymentFailing" if degraded else "AsExpected",
                "; ".join(degraded) or "every deployment is healthy")
     prog = cond("Progressing", bool(progressing), "RollingOut" if progressing else "Complete",
                 f"rolling out: {', '.join(progressing)}" if progressing else "every rollout is complete")
-    ready_count = sum(1 for e in entries if e.get("ready"))
-    served = [e for e in entries if e["name"] not in archived or e["name"] in obs.invalid]
-    all_ready = source["status"] == "True" and not degraded and not progressing
-    if all_ready:
-        ready = cond("Ready", True, "Serving", f"{ready_count}/{len(served)} deployments serve {obs.commit[:12] if obs.commit else ''}")
+    if source["status"] == "True" and not degraded and not progressing:
+        ready = cond("Ready", True, "Serving", f"{ready_count}/{served} deployments serve {obs.commit[:12] if obs.commit else ''}")
     elif source["status"] == "False":
         ready = cond("Ready", False, "SourceNotReady", source["message"])
     elif degraded:
         ready = cond("Ready", False, "Degraded", deg["message"])
     else:
         ready = cond("Ready", False, "Progressing", prog["message"])
+    return [ready, source, prog, deg]
 
+
+def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
+    """The whole status subresource for one ModelRepo."""
+    now = now or now_iso()
+    by_child = {d["metadata"]["name"]: d for d in obs.deployments}
+    pods = list(obs.pods)
+    health = _Health()
+    archived = set(obs.archived)
+    entries: list[dict[str, Any]] = []
+    for name in sorted(set(obs.folders) | set(obs.invalid)):
+        if name in archived and name not in obs.invalid:
+            entries.append({"name": name, "ready": False, "replicas": 0, "readyReplicas": 0,
+                            "message": "archived"})
+            continue
+        entries.append(_deployment_entry(obs, name, by_child.get(child_name(obs.repo.name, name)), pods, health))
+    ready_count = sum(1 for e in entries if e.get("ready"))
+    served = len([e for e in entries if e["name"] not in archived or e["name"] in obs.invalid])
     status: dict[str, Any] = {
-        "observedGeneration": gen,
-        "ready": f"{ready_count}/{len(served)}",
+        "observedGeneration": obs.generation,
+        "ready": f"{ready_count}/{served}",
         "deployments": entries,
-        "conditions": [ready, source, prog, deg],
+        "conditions": _conditions(obs, health, ready_count, served, now),
     }
     if obs.commit:
         status["commit"] = obs.commit

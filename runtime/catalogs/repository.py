@@ -132,66 +132,15 @@ class RepoCatalog:
             versions = deployment_versions(self.repo, head)
         except HistoryError as exc:
             raise RuntimeError(str(exc)) from None
-        present = frozenset(folder_trees(self.repo, head))
-        archived = archived_folders(self.repo, head, present)  # Modelbit's .archived: not served
-        for name in sorted(archived - self._archived):
-            print(f"{name} archived at {head[:7]} (not served)", flush=True)
-        self._archived, present = archived, present - archived
-        dataset_problems = datasets.sync_repository(self.repo, head, self.datasets_dir)
-        for name, problem in sorted(dataset_problems.items()):
-            if self._dataset_problems.get(name) != problem:
-                kept = (self.datasets_dir / f"{name}.yaml").exists()
-                print(f"{problem} (at {head[:7]}; {'the previous definition stays' if kept else 'nothing'} in use)",
-                      flush=True)
-        for fixed in set(self._dataset_problems) - set(dataset_problems):  # retry who it kept out
-            for name, reason in self._problems.items():
-                if f"dataset '{fixed}'" in reason:
-                    self._refused.pop(name, None)
-        self._dataset_problems = dataset_problems
+        present = self._served_folders(head)
+        self._sync_datasets(head)
         latest = dict(self._latest)
         problems = dict(self._problems)
         self._versions = {**self._versions, **versions}
         for name in sorted(present):
             newest = versions.get(name, [])[-1:]
-            if not newest:
-                continue
-            version = newest[0]
-            current = latest.get(name)
-            if current is not None and current.commit == version.commit:
-                continue
-            if self._refused.get(name) == version.commit:  # refused already: said so once
-                continue
-            label = f"{name} v{version.number} ({version.commit[:7]})"
-            started = time.monotonic()
-            try:
-                served = self.load(name, version)
-            except DeploymentError as exc:
-                problems[name] = f"{label} refused: {exc}"
-                self._refused[name] = version.commit
-                if current is None:  # nothing serving yet (server start): fall back to an older version
-                    current = self._newest_working(name, versions[name][:-1])
-                    if current is not None:
-                        latest[name] = current
-                        self._latest = dict(latest)
-                        print(f"{label} refused: {exc}; serving v{current.number} ({current.commit[:7]}) instead",
-                              flush=True)
-                        continue
-                still = f"; still serving v{current.number} ({current.commit[:7]})" if current else ""
-                print(f"{label} refused: {exc}{still}", flush=True)
-                continue
-            except Exception as exc:
-                problems[name] = f"{label} refused: {type(exc).__name__}: {exc}"
-                self._refused[name] = version.commit
-                print(problems[name], flush=True)
-                log.exception("%s refused", label)
-                continue
-            latest[name] = served  # the swap: new requests get the new version from here on
-            self._latest = dict(latest)
-            if current is not None:
-                retire(current)
-            problems.pop(name, None)
-            self._refused.pop(name, None)
-            print(f"{label} ready in {time.monotonic() - started:.1f}s", flush=True)
+            if newest:
+                self._update(name, newest[0], versions[name], latest, problems)
         for name in sorted(set(latest) - present):
             retire(latest.pop(name))
             print(f"{name} removed at {head[:7]}", flush=True)
@@ -204,6 +153,71 @@ class RepoCatalog:
         self.headers = answer_headers(head, None)
         self._synced = True
         self._sync_error = ""
+
+    def _served_folders(self, head: str) -> frozenset[str]:
+        """The deployment folders at `head` that are served: all but the archived ones."""
+        present = frozenset(folder_trees(self.repo, head))
+        archived = archived_folders(self.repo, head, present)  # Modelbit's .archived: not served
+        for name in sorted(archived - self._archived):
+            print(f"{name} archived at {head[:7]} (not served)", flush=True)
+        self._archived = archived
+        return present - archived
+
+    def _sync_datasets(self, head: str) -> None:
+        """datasets/*.yaml at `head`: a changed query replaces the old one only once it works."""
+        dataset_problems = datasets.sync_repository(self.repo, head, self.datasets_dir)
+        for name, problem in sorted(dataset_problems.items()):
+            if self._dataset_problems.get(name) != problem:
+                kept = (self.datasets_dir / f"{name}.yaml").exists()
+                print(f"{problem} (at {head[:7]}; {'the previous definition stays' if kept else 'nothing'} in use)",
+                      flush=True)
+        for fixed in set(self._dataset_problems) - set(dataset_problems):  # retry who it kept out
+            for name, reason in self._problems.items():
+                if f"dataset '{fixed}'" in reason:
+                    self._refused.pop(name, None)
+        self._dataset_problems = dataset_problems
+
+    def _update(
+        self, name: str, version: Version, history: list[Version],
+        latest: dict[str, Served], problems: dict[str, str],
+    ) -> None:
+        """Load the newest version of `name` beside the serving one and swap it in once ready."""
+        current = latest.get(name)
+        if current is not None and current.commit == version.commit:
+            return
+        if self._refused.get(name) == version.commit:  # refused already: said so once
+            return
+        label = f"{name} v{version.number} ({version.commit[:7]})"
+        started = time.monotonic()
+        try:
+            served = self.load(name, version)
+        except DeploymentError as exc:
+            problems[name] = f"{label} refused: {exc}"
+            self._refused[name] = version.commit
+            if current is None:  # nothing serving yet (server start): fall back to an older version
+                current = self._newest_working(name, history[:-1])
+                if current is not None:
+                    latest[name] = current
+                    self._latest = dict(latest)
+                    print(f"{label} refused: {exc}; serving v{current.number} ({current.commit[:7]}) instead",
+                          flush=True)
+                    return
+            still = f"; still serving v{current.number} ({current.commit[:7]})" if current else ""
+            print(f"{label} refused: {exc}{still}", flush=True)
+            return
+        except Exception as exc:
+            problems[name] = f"{label} refused: {type(exc).__name__}: {exc}"
+            self._refused[name] = version.commit
+            print(problems[name], flush=True)
+            log.exception("%s refused", label)
+            return
+        latest[name] = served  # the swap: new requests get the new version from here on
+        self._latest = dict(latest)
+        if current is not None:
+            retire(current)
+        problems.pop(name, None)
+        self._refused.pop(name, None)
+        print(f"{label} ready in {time.monotonic() - started:.1f}s", flush=True)
 
     def _read_definitions(self, head: str, present: frozenset[str]) -> None:
         """Parse endpoints/ at `head` and hand it on; say what changed (a bad file is left out)."""

@@ -72,14 +72,34 @@ def test_fast_function_is_called_inline_until_a_slow_call(tmp_path, monkeypatch)
     async def calls(n):
         return [await served.answer(Call([(i,)])) for i in range(n)]
 
+    monkeypatch.setattr(served_module, "INLINE", True)  # whatever MODELREPO_INLINE says here
     monkeypatch.setattr(served_module, "INLINE_MAX_SECONDS", 3600.0)  # every call counts as fast
     answers = asyncio.run(calls(served_module.INLINE_AFTER + 5))
     assert answers[-1] == (200, b'{"data":%d}' % (served_module.INLINE_AFTER + 5))
-    assert served.inline is served_module.INLINE
+    assert served.inline is True
     monkeypatch.setattr(served_module, "INLINE_MAX_SECONDS", 0.0)  # the next call counts as slow
     assert asyncio.run(calls(1)) == [(200, b'{"data":1}')]
     assert served.inline is False
-    assert served._inline_after == 2 * served_module.INLINE_AFTER or not served_module.INLINE
+    assert served._inline_after == 2 * served_module.INLINE_AFTER
+
+
+def test_modelrepo_inline_0_never_calls_inline(tmp_path, monkeypatch):
+    """MODELREPO_INLINE=0 turns the fast path off: a slow call can then never hold up the loop."""
+    from modelrepo.format import LoadedDeployment, Metadata
+    from modelrepo.runtime import served as served_module
+    from modelrepo.runtime.protocol import Call
+    from modelrepo.runtime.served import Served
+
+    meta = Metadata(name="F", main_function="f", args=[("x", "int")], python_version="3.11")
+    served = Served("F", 1, "c" * 40, LoadedDeployment(tmp_path, meta, lambda x: x + 1), may_inline=True)
+    monkeypatch.setattr(served_module, "INLINE", False)
+    monkeypatch.setattr(served_module, "INLINE_MAX_SECONDS", 3600.0)
+
+    async def calls(n):
+        return [await served.answer(Call([(i,)])) for i in range(n)]
+
+    assert asyncio.run(calls(served_module.INLINE_AFTER + 5))[-1] == (200, b'{"data":%d}' % (served_module.INLINE_AFTER + 5))
+    assert served.inline is False
 
 
 def test_a_multi_model_process_never_calls_inline(tmp_path, monkeypatch):
