@@ -23,7 +23,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,6 +35,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 from sklearn.linear_model import LinearRegression
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fixtures.processes import stop_process_group  # noqa: E402
 
 PY = sys.executable
 VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -167,12 +169,7 @@ class Proc:
         raise SystemExit(f"{self.name} not ready after {timeout}s; see {self.log.name}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_process_group(self.proc)
 
 
 def wrk(url: str, body: str, duration: int, threads: int, connections: int, workdir: Path) -> dict[str, float]:

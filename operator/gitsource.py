@@ -188,24 +188,23 @@ def sparse_checkout(
         git("remote", "add", "origin", url)
         git("config", "core.sparseCheckout", "true")
         git("sparse-checkout", "set", "--no-cone", *(f"/{p.strip('/')}/" for p in (path, *also)))
-        try:
-            git("fetch", "-q", "--no-tags", "--depth=1", "--filter=blob:none", "origin", sha)
-        except GitError:
-            if not ref or SHA_RE.match(ref):
-                raise
-            git("fetch", "-q", "--no-tags", "--filter=blob:none", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}")
+
+        def fetch_commit(commit: str) -> None:
+            try:
+                git("fetch", "-q", "--no-tags", "--depth=1", "--filter=blob:none", "origin", commit)
+            except GitError:
+                if not ref or SHA_RE.match(ref):
+                    raise
+                git("fetch", "-q", "--no-tags", "--filter=blob:none", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}")
+
+        fetch_commit(sha)
         env["GIT_LFS_SKIP_SMUDGE"] = "1"  # pointers first; lfs.materialize fetches only this folder's
         git("-c", "advice.detachedHead=false", "checkout", "-q", sha)
         common = _existing(None, sha, linked_common(dest, [path.strip("/")]), cwd=dest)
         if common:  # Modelbit's shared files: the common/ paths the folder's links point to
             git("sparse-checkout", "add", *(f"/{p}" for p in common))
         if also and also_at and also_at != sha:
-            try:
-                git("fetch", "-q", "--no-tags", "--depth=1", "--filter=blob:none", "origin", also_at)
-            except GitError:
-                if not ref or SHA_RE.match(ref):
-                    raise
-                git("fetch", "-q", "--no-tags", "--filter=blob:none", "origin", f"+refs/heads/{ref}:refs/remotes/origin/{ref}")
+            fetch_commit(also_at)
             for extra in also:
                 shutil.rmtree(dest / extra, ignore_errors=True)
                 if git("ls-tree", "--name-only", also_at, "--", extra.strip("/")):

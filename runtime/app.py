@@ -128,7 +128,7 @@ class RuntimeApp:
                 if hop.backend:
                     headers = [*headers, (b"x-modelrepo-backend", hop.backend.encode())]
             known, version = served.name, str(served.number)
-            body = await self._read_body(scope, receive)
+            body = await read_body(scope, receive, self.max_body_bytes)
             call = parse_request(
                 body, served.arg_names, batch_flag(scope["query_string"]), served.dataframe_columns
             )
@@ -171,30 +171,6 @@ class RuntimeApp:
             MIRRORED.labels("failed").inc()
             log.info("mirror copy to %s on %s failed: %s", hop.name, hop.branch, type(exc).__name__)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
-        limit = self.max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise BadRequest("Content-Length is not a number") from None
-                if declared > limit:
-                    raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def readyz(self, send: Any) -> None:
         ready, details = self.catalog.readiness()
@@ -230,3 +206,29 @@ async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, 
         ],
     })
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes:
+    """The request body; BadRequest for a bad Content-Length, BodyTooLarge over `limit` bytes."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise BadRequest("Content-Length is not a number") from None
+            if declared > limit:
+                raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -20,9 +20,10 @@ from typing import Any
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
+from modelrepo.runtime.app import BodyTooLarge, read_body
 from modelrepo.runtime.gateway.keys import KeyRing, authorization
 from modelrepo.runtime.gateway.routing import Decision, Hop, RouteError, Table, decide
-from modelrepo.runtime.protocol import error_body, parse_route
+from modelrepo.runtime.protocol import BadRequest, error_body, parse_route
 
 log = logging.getLogger("modelrepo.gateway")
 
@@ -103,9 +104,12 @@ class GatewayApp:
             decision = decide(table, name, branch, ref, self.draw())
         except RouteError as exc:
             return await _send(send, exc.status, error_body(str(exc)))
-        body = await _read_body(scope, receive, self.max_body_bytes)
-        if body is None:
-            return await _send(send, 413, error_body(f"request body is over the limit of {self.max_body_bytes} bytes"))
+        try:
+            body = await read_body(scope, receive, self.max_body_bytes)
+        except BodyTooLarge as exc:
+            return await _send(send, 413, error_body(str(exc)))
+        except BadRequest as exc:
+            return await _send(send, 400, error_body(str(exc)))
         query = scope.get("query_string") or b""
         status = await self._forward(decision.primary, body, query, scope["headers"], send)
         self._mirror(decision, body, query, scope["headers"])
@@ -168,25 +172,6 @@ def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {"Content-Type": "application/json"}
 
 
-async def _read_body(scope: dict[str, Any], receive: Any, limit: int) -> bytes | None:
-    """The request body, or None when it is over `limit` bytes."""
-    for key, value in scope["headers"]:
-        if key == b"content-length" and value.isdigit() and int(value) > limit:
-            return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _send(
