@@ -150,11 +150,15 @@ def linked_common(root: Path, paths: list[str]) -> list[str]:
     return common_targets(links)[0]
 
 
-def _existing(cache: Path | None, sha: str, paths: list[str], cwd: Path | None = None) -> list[str]:
-    """Those of `paths` that exist at `sha` (a dangling link is named by the folder check)."""
+def _existing(
+    cache: Path | None, sha: str, paths: list[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+) -> list[str]:
+    """Those of `paths` that exist at `sha` (a dangling link is named by the folder check).
+
+    `env`: the pod's git environment (its safe.directory: /model belongs to another uid)."""
     if not paths:
         return []
-    out = run(["ls-tree", "-r", "-z", "--name-only", sha, "--", *paths], cwd=cache or cwd)
+    out = run(["ls-tree", "-r", "-z", "--name-only", sha, "--", *paths], cwd=cache or cwd, env=env)
     present = [p for p in out.split("\0") if p]
     return [p for p in paths if any(q == p or q.startswith(p + "/") for q in present)]
 
@@ -200,7 +204,7 @@ def sparse_checkout(
         fetch_commit(sha)
         env["GIT_LFS_SKIP_SMUDGE"] = "1"  # pointers first; lfs.materialize fetches only this folder's
         git("-c", "advice.detachedHead=false", "checkout", "-q", sha)
-        common = _existing(None, sha, linked_common(dest, [path.strip("/")]), cwd=dest)
+        common = _existing(None, sha, linked_common(dest, [path.strip("/")]), cwd=dest, env=env)
         if common:  # Modelbit's shared files: the common/ paths the folder's links point to
             git("sparse-checkout", "add", *(f"/{p}" for p in common))
         if also and also_at and also_at != sha:

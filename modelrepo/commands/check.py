@@ -36,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
 
 def check(folder: Path) -> list[str]:
     """Every reason the folder cannot serve: static problems, import, Python version, doctests."""
-    from modelrepo.format import DeploymentError, load_deployment, run_doctests, validate_folder
+    from modelrepo.format import (
+        DeploymentError,
+        enter_folder,
+        load_deployment,
+        run_doctests,
+        validate_folder,
+    )
     from modelrepo.modelbit_compat import install as install_modelbit
 
     install_modelbit()  # `import modelbit` in source.py works here as in the runtime
@@ -53,6 +59,7 @@ def check(folder: Path) -> list[str]:
         print(f"{folder.name}: reads datasets or secrets: import and docstring tests run in the runtime container")
         return []
     try:
+        enter_folder(folder)  # as the runtime serves it: relative open() and packages of the folder work
         loaded = load_deployment(folder)
     except DeploymentError as exc:
         return [str(exc)]
