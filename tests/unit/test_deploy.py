@@ -420,3 +420,34 @@ def test_uncommitted_hand_edits_in_the_folder_are_not_overwritten(model_repo):
         "overwritten; commit or discard them first, nothing was written"
     )
     assert repo_state(model_repo) == before
+
+
+def _article_model():
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression().fit(np.array([[1.0], [2.0], [3.0]]), np.array([3.0, 5.0, 7.0]))
+
+
+ARTICLE_MODEL = _article_model()
+
+
+def Linear_Model(input_x):
+    """Modelbit's article: no type hints, a numpy.float64 answer, the natural docstring.
+
+    >>> Linear_Model(5)
+    11.0
+    """
+    return ARTICLE_MODEL.predict([[input_x]])[0]
+
+
+def test_the_articles_function_deploys_under_numpy_2(model_repo):
+    """`11.0` in the docstring matches numpy 2's `np.float64(11.0)`: no refusal at deploy."""
+    import numpy as np
+
+    assert repr(Linear_Model(5)).startswith(("np.float64(", "11.0"))  # numpy 2 prints np.float64(11.0)
+    assert isinstance(Linear_Model(5), np.floating)
+    result = modelrepo.deploy(Linear_Model, repo=str(model_repo), push=False)
+    assert result.version == 1
+    folder = model_repo / "deployments" / "Linear_Model"
+    assert call_in_fresh_python(folder, 5) == 11.0
