@@ -64,18 +64,25 @@ def _is_unborn(repo: Repo, rev: str) -> bool:
     return rev in ("HEAD", branch, branch.removeprefix("refs/heads/"))
 
 
+def ls_tree(repo: Repo, commit: str, path: str, *, recursive: bool = False) -> list[tuple[str, str, str, str]]:
+    """(mode, kind, object id, path) of the entries under `path` at `commit`; no blob is read."""
+    out = git.run(["ls-tree", *(["-r"] if recursive else []), "-z", commit, "--", path], cwd=repo)
+    entries = []
+    for entry in out.split("\0"):
+        if entry:
+            meta, _, name = entry.partition("\t")
+            mode, kind, oid = meta.split()
+            entries.append((mode, kind, oid, name))
+    return entries
+
+
 def folder_trees(repo: Repo, commit: str) -> dict[str, str]:
     """Name -> tree hash of every directory directly under deployments/ at `commit` (no blob needed)."""
-    out = git.run(["ls-tree", "-z", commit, f"{DEPLOYMENTS_DIR}/"], cwd=repo)
-    trees: dict[str, str] = {}
-    for entry in out.split("\0"):
-        if not entry:
-            continue
-        meta, _, path = entry.partition("\t")
-        _mode, kind, oid = meta.split()
-        if kind == "tree":
-            trees[path.rsplit("/", 1)[-1]] = oid
-    return trees
+    return {
+        path.rsplit("/", 1)[-1]: oid
+        for _mode, kind, oid, path in ls_tree(repo, commit, f"{DEPLOYMENTS_DIR}/")
+        if kind == "tree"
+    }
 
 
 def folder_blobs(repo: Repo, commit: str | None, name: str) -> dict[str, tuple[str, str]]:
@@ -83,28 +90,18 @@ def folder_blobs(repo: Repo, commit: str | None, name: str) -> dict[str, tuple[s
     if commit is None:
         return {}
     prefix = deployment_path(name) + "/"
-    out = git.run(["ls-tree", "-r", "-z", commit, "--", prefix], cwd=repo)
-    blobs: dict[str, tuple[str, str]] = {}
-    for entry in out.split("\0"):
-        if not entry:
-            continue
-        meta, _, path = entry.partition("\t")
-        mode, kind, oid = meta.split()
-        if kind == "blob" and path.startswith(prefix):
-            blobs[path[len(prefix):]] = (mode, oid)
-    return blobs
+    return {
+        path[len(prefix):]: (mode, oid)
+        for mode, kind, oid, path in ls_tree(repo, commit, prefix, recursive=True)
+        if kind == "blob" and path.startswith(prefix)
+    }
 
 
 def endpoint_texts(repo: Repo, commit: str) -> dict[str, str]:
     """{file name: text} of the YAML files directly under endpoints/ at `commit` (the input of
     modelrepo.format.endpoints.parse_files); {} when there is no endpoints/ folder."""
-    out = git.run(["ls-tree", "-z", commit, f"{ENDPOINTS_DIR}/"], cwd=repo)
     texts: dict[str, str] = {}
-    for entry in out.split("\0"):
-        if not entry:
-            continue
-        meta, _, path = entry.partition("\t")
-        _mode, kind, oid = meta.split()
+    for _mode, kind, oid, path in ls_tree(repo, commit, f"{ENDPOINTS_DIR}/"):
         filename = path.rsplit("/", 1)[-1]
         if kind == "blob" and filename.endswith(ENDPOINT_SUFFIXES) and not filename.startswith("."):
             texts[filename] = read_blob(repo, oid).decode("utf-8", errors="replace")
