@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.cluster import CLUSTER_SH, wait_until
-from fixtures.operator import OperatorProcess
+from fixtures.operator import running_operator
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("pods_run")]
 BUILD = 900  # deadline (s) for a build: pulling the base image into the Job's pod, pip install
@@ -63,13 +63,8 @@ def environments() -> dict:
 @pytest.fixture
 def env_operator(cluster, namespace, modelrepo_crd, tmp_path, environments, monkeypatch):
     monkeypatch.setenv("MODELREPO_ENVIRONMENTS", json.dumps(environments))
-    op = OperatorProcess(cluster, namespace, tmp_path).start()
-    try:
+    with running_operator(cluster, namespace, tmp_path) as op:
         yield op
-    finally:
-        op.stop()
-        if os.environ.get("MODELREPO_SHOW_OPERATOR_LOG"):
-            print(op.log_text()[-20000:])
 
 
 def _fresh(requirements: str) -> str:
