@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     watcher.start()
     app = GatewayApp(watcher.table, watcher.keys, max_body_bytes=args.max_body_bytes, timeout=args.timeout)
     print(f"gateway listening on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, http="h11", loop="asyncio", lifespan="on",
-                access_log=False, log_level="warning")
+    # httptools and uvloop (C parser, libuv loop): h11 and the asyncio loop cost about as much CPU
+    # per request as the model server itself (docs/benchmarks.md, "Gateway overhead").
+    uvicorn.run(app, host=args.host, port=args.port, http="httptools", loop="uvloop", lifespan="on",
+                access_log=False, log_level="warning", proxy_headers=False, server_header=False)
     return 0

@@ -1,6 +1,6 @@
 """The gateway's ASGI app: check the key, decide the route, forward, copy to mirrors.
 
-Forwarding uses one pooled aiohttp client session (keep-alive connections to every upstream).
+Forwarding uses one keep-alive connection pool (upstream.py); bodies pass through as bytes.
 The caller gets the primary's status, body and X-Modelrepo-* headers unchanged, plus
 `X-Modelrepo-Backend` when an endpoint chose the backend. Mirror copies are sent after the
 primary's answer is on its way, in background tasks bounded by `max_mirrors_in_flight`
@@ -17,19 +17,18 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from modelrepo.runtime.app import BodyTooLarge, read_body
 from modelrepo.runtime.gateway.keys import KeyRing, authorization
 from modelrepo.runtime.gateway.routing import Decision, Hop, RouteError, Table, decide
+from modelrepo.runtime.gateway.upstream import Pool, UpstreamError
 from modelrepo.runtime.protocol import BadRequest, error_body, parse_route
 
 log = logging.getLogger("modelrepo.gateway")
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 PASSED_HEADERS = (b"x-modelrepo-commit", b"x-modelrepo-version")
-FORWARDED_REQUEST_HEADERS = ("content-type",)
 
 REQUESTS = Counter("modelrepo_gateway_requests_total", "Requests answered by the gateway", ["status"])
 MIRRORED = Counter("modelrepo_gateway_mirrored_total", "Mirror copies by outcome", ["outcome"])
@@ -52,18 +51,14 @@ class GatewayApp:
         self.timeout = timeout
         self.draw = draw
         self.mirror_slots = max_mirrors_in_flight
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.on_startup: list[Callable[[], Any]] = []
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=30, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
-                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            )
-        return self._session
+    def pool(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(self.timeout)
+        return self._pool
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -116,36 +111,37 @@ class GatewayApp:
         return status
 
     async def _forward(self, hop: Hop, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]], send: Any) -> int:
-        url = hop.url + ("?" + query.decode("latin-1") if query else "")
         extra = [(b"x-modelrepo-backend", hop.backend.encode())] if hop.backend else []
         try:
-            async with self.session().post(url, data=body, headers=_request_headers(headers)) as response:
-                payload = await response.read()
-                passed = [(k.lower(), v) for k, v in response.raw_headers if k.lower() in PASSED_HEADERS]
-                content_type = response.headers.get("content-type", "application/json").encode()
-                return await _send(send, response.status, payload, passed + extra, content_type=content_type)
+            answer = await self.pool().post(hop.url, query, body, _content_type(headers))
         except asyncio.TimeoutError:
             return await _send(send, 504, error_body(f"{hop.name} on {hop.branch} did not answer in {self.timeout:g}s"), extra)
-        except aiohttp.ClientError as exc:
-            log.warning("upstream of %s on %s failed: %s", hop.name, hop.branch, type(exc).__name__)
-            return await _send(send, 503, error_body(f"{hop.name} on {hop.branch} is not reachable: {type(exc).__name__}"), extra)
+        except UpstreamError as exc:
+            log.warning("upstream of %s on %s failed: %s", hop.name, hop.branch, exc)
+            return await _send(send, 503, error_body(f"{hop.name} on {hop.branch} is not reachable: {exc}"), extra)
+        content_type = b"application/json"
+        passed = []
+        for key, value in answer.headers:
+            if key in PASSED_HEADERS:
+                passed.append((key, value))
+            elif key == b"content-type":
+                content_type = value
+        return await _send(send, answer.status, answer.body, passed + extra, content_type=content_type)
 
     def _mirror(self, decision: Decision, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         for hop in decision.mirrors:
             if len(self._tasks) >= self.mirror_slots:
                 MIRRORED.labels("dropped").inc()
                 continue
-            task = asyncio.get_running_loop().create_task(self._copy(hop, body, query, headers))
+            task = asyncio.get_running_loop().create_task(self._copy(hop, body, query, _content_type(headers)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _copy(self, hop: Hop, body: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        url = hop.url + ("?" + query.decode("latin-1") if query else "")
+    async def _copy(self, hop: Hop, body: bytes, query: bytes, content_type: bytes) -> None:
         try:
-            async with self.session().post(url, data=body, headers=_request_headers(headers)) as response:
-                await response.read()
-                MIRRORED.labels("answered" if response.status < 500 else "failed").inc()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+            answer = await self.pool().post(hop.url, query, body, content_type)
+            MIRRORED.labels("answered" if answer.status < 500 else "failed").inc()
+        except (UpstreamError, asyncio.TimeoutError):
             MIRRORED.labels("failed").inc()
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
@@ -158,20 +154,18 @@ class GatewayApp:
             elif message["type"] == "lifespan.shutdown":
                 for task in list(self._tasks):
                     task.cancel()
-                if self._session is not None:
-                    await self._session.close()
+                if self._pool is not None:
+                    self._pool.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
-def _request_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
     """Only the content type goes on: never the caller's Authorization (keys stay at the gateway)."""
     for key, value in headers:
         if key == b"content-type":
-            return {"Content-Type": value.decode("latin-1")}
-    return {"Content-Type": "application/json"}
-
-
+            return value
+    return b"application/json"
 
 
 async def _send(
