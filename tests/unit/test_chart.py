@@ -267,7 +267,7 @@ def test_network_policy_of_model_pods_opens_only_the_serving_port(helm):
     spec = model["ml"]["spec"]
     assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "modelrepo"}}
     assert spec["policyTypes"] == ["Ingress"]
-    (rule,) = spec["ingress"]
+    rule, _gateways = spec["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]  # the runtime container's port name
     assert rule["from"] == [{"podSelector": {}}]  # the same namespace only
     custom = _policies(helm.template(
@@ -276,6 +276,53 @@ def test_network_policy_of_model_pods_opens_only_the_serving_port(helm):
     ))
     (prod,) = [p for (ns, _), p in custom.items() if ns == "prod"]
     assert prod["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"role": "ingress"}}}]
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A LabelSelector's meaning (matchLabels and the Exists/In operators the chart uses)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        present = expression["key"] in labels
+        if expression["operator"] == "Exists" and not present:
+            return False
+        if expression["operator"] == "In" and labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _admits(policy: dict, source: dict[str, str], target: dict[str, str], port: str) -> bool:
+    """Does `policy` (in the source's namespace) let a pod labelled `source` reach `target`:`port`?"""
+    spec = policy["spec"]
+    if not _selects(spec["podSelector"], target):
+        return True  # not covered by this policy
+    for rule in spec.get("ingress") or []:
+        if port not in [p["port"] for p in rule.get("ports") or [{"port": port}]]:
+            continue
+        peers = rule.get("from")
+        if peers is None or any("namespaceSelector" not in peer and _selects(peer["podSelector"], source) for peer in peers):
+            return True
+    return False
+
+
+def test_network_policy_admits_the_gateway_to_model_pods_and_callers_to_the_gateway(helm):
+    """The operator's gateway pods forward to the folders' pods: a narrowed ingressFrom must not cut them off."""
+    from modelrepo.operator.gateway import render_deployment as render_gateway
+    from modelrepo.operator.render import Folder, FolderSettings, RepoRef, render_deployment
+
+    repo = RepoRef(name="m", namespace="ml", uid="u", url="git://h/r.git", branch="main")
+    gateway = render_gateway(repo, None)["spec"]["template"]["metadata"]["labels"]
+    model = render_deployment(repo, Folder("A", "t", "c" * 40, 1), FolderSettings())["spec"]["template"]["metadata"]["labels"]
+    caller = {"app": "web-frontend"}
+    narrowed = _policies(helm.template(
+        "--set", "watchNamespaces={ml}", "--set", "networkPolicy.modelPods.ingressFrom[0].podSelector.matchLabels.app=web-frontend"))
+    (policy,) = [p for (ns, name), p in narrowed.items() if ns == "ml" and name.endswith("-model-pods")]
+    assert _admits(policy, gateway, model, "http")  # the gateway reaches the model pods
+    assert _admits(policy, caller, gateway, "http")  # callers named in ingressFrom reach the gateway
+    assert not _admits(policy, {"app": "other"}, model, "http")  # and nobody else
+    assert not _admits(policy, {"app": "other"}, gateway, "http")
+    assert not _admits(policy, gateway, model, "metrics")  # the serving port only
 
 
 def test_model_pod_port_name_matches_the_rendered_runtime_container():
