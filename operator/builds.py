@@ -41,6 +41,7 @@ class Outcome:
 
     image: str | None = None
     gpu_fields: dict | None = None
+    pull_secrets: tuple[str, ...] = ()  # imagePullSecrets of the model pods (an image of the registry)
     build: str | None = None
     problem: str | None = None
     wait: bool = False
@@ -53,11 +54,18 @@ def _with_base_packages(settings: EnvironmentSettings) -> EnvironmentSettings:
         if base.packages:
             continue
         if base.image not in _packages:
-            labels = registry.image_labels(base.image, settings.plain_http)
+            labels = registry.image_labels(base.image, settings.plain_http, settings.auth_file)
             _packages[base.image] = parse_package_list(labels.get("modelrepo.packages", ""))
             log.info("base image %s (Python %s): %d packages", base.image, python, len(_packages[base.image]))
         bases[python] = replace(base, packages=_packages[base.image])
     return replace(settings, base_images=bases)
+
+
+def _pull_secrets(image: str | None, settings: EnvironmentSettings) -> tuple[str, ...]:
+    """The pull Secret for an image of the environments' registry (built, or a base image there)."""
+    if image and settings.pull_secret and image.startswith(settings.registry + "/"):
+        return (settings.pull_secret,)
+    return ()
 
 
 def _selector(labels: dict[str, str]) -> str:
@@ -75,12 +83,13 @@ def serve_with(namespace: str, repo_name: str, folder_dir: Path, settings: Envir
         if decision.refused:
             return Outcome(problem=decision.refused)
         if not decision.build:
-            return Outcome(image=decision.image, gpu_fields=gpu)
-        digest = registry.manifest_digest(decision.target, settings.plain_http)
+            return Outcome(image=decision.image, gpu_fields=gpu, pull_secrets=_pull_secrets(decision.image, settings))
+        digest = registry.manifest_digest(decision.target, settings.plain_http, settings.auth_file)
     except registry.RegistryError as exc:
         return Outcome(problem=f"image registry: {exc}")
     if digest:
-        return Outcome(image=pinned(decision.target, digest), gpu_fields=gpu, build=f"built {digest}")
+        return Outcome(image=pinned(decision.target, digest), gpu_fields=gpu, build=f"built {digest}",
+                       pull_secrets=_pull_secrets(decision.target, settings))
     name = job_name(decision.env_hash)
     job = kube.get_job(namespace, name)
     state = job_state(job)

@@ -37,6 +37,9 @@ class BaseImage:
     packages: Mapping[str, str] = field(default_factory=dict)
 
 
+AUTH_FILE = "/etc/modelrepo/registry-auth/.dockerconfigjson"  # where the chart mounts registryAuthSecret
+
+
 @dataclass(frozen=True)
 class EnvironmentSettings:
     """The chart's `environments` values (MODELREPO_ENVIRONMENTS, JSON)."""
@@ -60,7 +63,10 @@ class EnvironmentSettings:
     nameservers: tuple[str, ...] = ()  # DNS for build pods (with host_network)
     gpu_label: str = DEFAULT_GPU_LABEL
     gpu_tolerations: tuple[Mapping[str, Any], ...] = ()
-    pull_secret: str = ""  # imagePullSecret of the registry, in the ModelRepo's namespace
+    pull_secret: str = ""  # imagePullSecret of the registry, in the ModelRepo's namespace (builds, model pods)
+    # the operator's own reads of the registry: a dockerconfigjson the chart mounts from the Secret
+    # `registryAuthSecret` of the operator's namespace ("" = anonymous reads)
+    auth_file: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -81,9 +87,11 @@ class EnvironmentSettings:
             "storageSizeLimit": "storage_size_limit", "ttlSecondsAfterFinished": "ttl_seconds",
             "pipEnv": "pip_env", "caBundleHostPath": "ca_bundle_host_path", "hostNetwork": "host_network",
             "nameservers": "nameservers", "gpuNodeLabel": "gpu_label", "gpuTolerations": "gpu_tolerations",
-            "pullSecret": "pull_secret",
+            "pullSecret": "pull_secret", "authFile": "auth_file",
         }
-        unknown = set(data) - set(keys) - {"baseImages"}
+        if data.get("registryAuthSecret") and not data.get("authFile"):
+            data = {**data, "authFile": AUTH_FILE}
+        unknown = set(data) - set(keys) - {"baseImages", "registryAuthSecret"}
         if unknown:
             raise ValueError(f"MODELREPO_ENVIRONMENTS: unknown keys {sorted(unknown)}")
         kwargs: dict[str, Any] = {keys[k]: v for k, v in data.items() if k in keys and v not in (None, "")}

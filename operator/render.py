@@ -118,6 +118,7 @@ class FolderSettings:
     env: dict[str, str] = field(default_factory=dict)
     image: str | None = None  # the folder's environment image (pinned by digest); None: repo.image
     gpu: dict[str, Any] | None = None  # environments.gpu_pod_fields: limits, nodeSelector, tolerations
+    pull_secrets: tuple[str, ...] = ()  # imagePullSecrets (the environments' registry needs a login)
 
 
 def owner_reference(repo: RepoRef) -> dict[str, Any]:
@@ -329,6 +330,8 @@ def render_deployment(
     pod_spec = _pod_spec(pod)
     if settings.gpu:
         _add_gpu(pod_spec, settings.gpu)
+    if settings.pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.pull_secrets]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

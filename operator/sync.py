@@ -286,7 +286,7 @@ def _check_and_apply(
         return None
     settings = FolderSettings(
         replicas=metadata.replicas, resources=metadata.resources, env=metadata.env,
-        image=outcome.image, gpu=outcome.gpu_fields,
+        image=outcome.image, gpu=outcome.gpu_fields, pull_secrets=outcome.pull_secrets,
     )
     kube.apply(render_deployment(repo, folder, settings))
     return None

@@ -9,4 +9,5 @@ pytest_plugins: list[str] = [
     "fixtures.helm",
     "fixtures.runtime_server",
     "fixtures.postgres",
+    "fixtures.registry",
 ]

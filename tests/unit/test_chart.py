@@ -334,6 +334,24 @@ def test_model_pod_port_name_matches_the_rendered_runtime_container():
     assert pod["containers"][0]["ports"][0]["containerPort"] == RUNTIME_PORT
 
 
+def test_registry_auth_secret_is_mounted_where_the_operator_reads_it(helm):
+    from modelrepo.operator.environments import AUTH_FILE, EnvironmentSettings
+
+    docs = helm.template("--set", "environments.registry=registry.example:5000",
+                         "--set", "environments.registryAuthSecret=registry-login")
+    (deployment,) = by_kind(docs)["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = operator_container(docs)
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "registry-auth"]
+    assert volume["secret"] == {"secretName": "registry-login", "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "registry-auth"]
+    assert f"{mount['mountPath']}/.dockerconfigjson" == AUTH_FILE and mount["readOnly"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert EnvironmentSettings.from_json(env["MODELREPO_ENVIRONMENTS"]).auth_file == AUTH_FILE
+    plain = by_kind(helm.template())["Deployment"][0]["spec"]["template"]["spec"]
+    assert "registry-auth" not in [v["name"] for v in plain["volumes"]]
+
+
 def test_environments_values_reach_the_operator_as_it_reads_them(helm):
     from modelrepo.operator.environments import EnvironmentSettings
 
