@@ -32,13 +32,14 @@ from modelrepo.runtime.environments import (
 pytestmark = pytest.mark.slow
 
 SIX = '''
+import importlib.util
 import sys
 
 import six
 
 
 def NAME(x):
-    return [six.__version__, sys.prefix, x]
+    return [six.__version__, sys.prefix, x, importlib.util.find_spec("bentoml") is not None]
 '''
 PLAIN = '''
 import sys
@@ -96,7 +97,7 @@ def test_pinned_versions_side_by_side_built_once_and_reused(tmp_path, servers):
 
     old, new = (server.post(f"/v1/{n}/latest", {"data": 1}).json()["data"] for n in ("Six_Old", "Six_New"))
     envs = environments_in(cache)
-    assert old[0] == "1.15.0" and new[0] == "1.16.0"
+    assert old[0] == "1.15.0" and new[0] == "1.16.0" and old[3] is new[3] is False  # none of serve's packages
     assert {Path(old[1]), Path(new[1])} == set(envs) and len(envs) == 2
     assert server.post("/v1/Plain/latest", {"data": 1}).json()["data"] == [sys.prefix, 1]
     out = server.output()
@@ -105,7 +106,7 @@ def test_pinned_versions_side_by_side_built_once_and_reused(tmp_path, servers):
             "them on this machine yourself; on this machine's PATH: git") in out
     stamp = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in envs}
 
-    six_deployment(repo, "Six_Old", "1.15.0", SIX.replace("x]", "x * 10]"))  # source.py only
+    six_deployment(repo, "Six_Old", "1.15.0", SIX.replace("x, imp", "x * 10, imp"))  # source.py only
     commit_all(repo, "Six_Old v2: source only")
     wait_for(lambda: server.post("/v1/Six_Old/latest", {"data": 1}).json()["data"][2] == 10, "Six_Old v2")
     assert re.search(r"Six_Old v2 \([0-9a-f]{7}\) ready in", server.output())
@@ -115,7 +116,7 @@ def test_pinned_versions_side_by_side_built_once_and_reused(tmp_path, servers):
 
     again = start_serve(servers, repo, cache)  # a new serve finds them built
     again.wait_ready(300)
-    assert again.post("/v1/Six_New/latest", {"data": 2}).json()["data"] == ["1.16.0", new[1], 2]
+    assert again.post("/v1/Six_New/latest", {"data": 2}).json()["data"] == ["1.16.0", new[1], 2, False]
     out = again.output()
     assert "built in" not in out and len(re.findall(r"environment [0-9a-f]{7} \(.*\) reused", out)) == 2, out
 
@@ -165,7 +166,9 @@ def test_a_python_not_installed_is_refused_by_name_and_the_fallback_runs_the_nea
     strict.stop()
 
     lenient = start_serve(servers, repo, tmp_path / "cache", "--python-fallback", "nearest")
-    lenient.wait_ready(300)
+    line = wait_for(lambda: re.search(r"Old_Py v1 \([0-9a-f]{7}\) (ready|refused).*", lenient.output()), "Old_Py")[0]
+    assert " ready in " in line, line
+    wait_for(lambda: lenient.post("/v1/Old_Py/latest", {"data": 1}).status_code == 200, "Old_Py served")
     assert lenient.post("/v1/Old_Py/latest", {"data": 1}).json()["data"] == list(sys.version_info[:2])
     assert (f"Old_Py: Python 3.7 is not installed; using Python {PYTHON_VERSION} instead "
             "(--python-fallback nearest)") in lenient.output()
