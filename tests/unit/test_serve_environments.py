@@ -10,6 +10,7 @@ deployment, naming it; a Python that is not installed is refused by name, and
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -239,3 +240,34 @@ def test_uv_keeps_its_own_index_settings_and_never_downloads_a_python():
 ])
 def test_nearest_python(wanted, installed, nearest):
     assert nearest_python(wanted, installed) == nearest
+
+
+def _another_python() -> tuple[str, dict[str, str]] | None:
+    """A Python of another major.minor that uv finds (on PATH as is, or in a pyenv version
+    directory put on PATH), with the environment in which it is found; None if the machine has none."""
+    candidates = [f"3.{m}" for m in range(8, 15) if f"3.{m}" != PYTHON_VERSION]
+    extra = sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.*/bin"))
+    for path in ["", *extra]:
+        env = {**os.environ, "PATH": os.pathsep.join(filter(None, (path, os.environ.get("PATH"))))}
+        for version in candidates:
+            found = subprocess.run([uv_binary(), "python", "find", "--system", version], capture_output=True,
+                                   env=uv_environment(env))
+            if found.returncode == 0:
+                return version, env
+    return None
+
+
+def test_the_python_asked_for_runs_when_the_machine_has_it(tmp_path, servers):
+    other = _another_python()
+    if other is None:
+        pytest.skip(f"no Python but {PYTHON_VERSION} on this machine")
+    version, env = other
+    repo = init_repo(tmp_path / "models")
+    set_runtime(write_deployment(repo, "Old_Py", WHICH_PYTHON, ["x:int"]), pythonVersion=version)
+    commit_all(repo, f"Old_Py on Python {version}")
+    server = servers.start("serve", str(repo), "--interval", "200ms", "--cache-dir", str(tmp_path / "cache"),
+                           env=env)
+    server.wait_ready(300)
+    assert server.post("/v1/Old_Py/latest", {"data": 1}).json()["data"] == [int(p) for p in version.split(".")]
+    assert re.search(rf"environment [0-9a-f]{{7}} \(python {re.escape(version)}, 0 requirements\) built in",
+                     server.output())
