@@ -78,11 +78,11 @@ def main() -> None:
         for r in range(1, args.rounds + 1):
             version = SIX_VERSIONS[r % len(SIX_VERSIONS)]
             n = 3 * r
-            times["cold"].append(timed(server, "Pinned", [version, n], lambda: (
+            times["cold"].append(timed(server, "Pinned", [version, n], lambda version=version, n=n: (
                 pinned(version, n), commit_all(repo, f"Pinned: six {version}"))))
-            times["cached"].append(timed(server, "Pinned", [version, n + 1], lambda: (
+            times["cached"].append(timed(server, "Pinned", [version, n + 1], lambda version=version, n=n: (
                 pinned(version, n + 1), commit_all(repo, "Pinned: source only"))))
-            times["no virtualenv"].append(timed(server, "Plain", n + 2, lambda: (
+            times["no virtualenv"].append(timed(server, "Plain", n + 2, lambda n=n: (
                 write_deployment(repo, "Plain", PLAIN.replace("ROUND", str(n + 2)), ["x:int"]),
                 commit_all(repo, "Plain: source only"))))
             print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)

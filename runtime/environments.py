@@ -40,7 +40,12 @@ from packaging.utils import canonicalize_name
 
 from modelrepo import format as _format
 from modelrepo.format import REQUIREMENTS_FILE, DeploymentError, running_python
-from modelrepo.format.environment import Environment, environment_hash, environment_of_folder, unmet_by_base
+from modelrepo.format.environment import (
+    Environment,
+    environment_hash,
+    environment_of_folder,
+    unmet_by_base,
+)
 from modelrepo.format.layout import METADATA_FILE
 from modelrepo.format.requirements import requirement_problems
 

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fixtures.runtime_server import PYTHON_VERSION, Servers, commit_all, init_repo, wait_for, write_deployment
+from fixtures.runtime_server import (
+    PYTHON_VERSION,
+    Servers,
+    commit_all,
+    init_repo,
+    wait_for,
+    write_deployment,
+)
 
 from modelrepo.runtime.environments import (
     WORKER_PACKAGES,
