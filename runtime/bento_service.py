@@ -160,12 +160,17 @@ def build_catalog(spec: dict[str, Any]) -> Any:
         from modelrepo.runtime.isolation import DEFAULT_LOAD_TIMEOUT
 
         branches = spec.get("branches") or [spec.get("branch") or "main"]
+        environments = None  # one set of virtualenvs for every branch (runtime/environments.py)
+        if spec.get("envs_dir"):
+            from modelrepo.runtime.environments import Environments
+
+            environments = Environments(spec["envs_dir"], fallback=spec.get("python_fallback") or "never")
         return BranchesCatalog([
             RepoCatalog(
                 spec["source"], branch=branch, interval=float(spec.get("interval", 2)),
                 cache_dir=spec["cache_dir"], default_timeout=timeout, fetch=bool(spec.get("fetch")),
                 memory_limit=spec.get("memory_limit"),
-                load_timeout=float(spec.get("load_timeout") or DEFAULT_LOAD_TIMEOUT),
+                load_timeout=float(spec.get("load_timeout") or DEFAULT_LOAD_TIMEOUT), environments=environments,
             )
             for branch in branches
         ])

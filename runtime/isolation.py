@@ -67,12 +67,16 @@ class WorkerProcess:
 
     def __init__(
         self, folder: Path, label: str, python: str, memory_limit: int, extra_env: dict[str, str] | None = None,
+        pythonpath: str | None = None, check_python: bool = True,
     ) -> None:
         self.folder = folder
         self.label = label
+        self.check_python = check_python
         parent, child = socket.socketpair()
         env = {**os.environ, **(extra_env or {})}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        # A virtualenv's worker gets only modelrepo's code (`pythonpath`), never this process's path.
+        env["PYTHONPATH"] = pythonpath if pythonpath is not None else os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
             [python, "-m", "modelrepo.runtime.worker", "--fd", str(child.fileno()),
              "--memory-limit", str(memory_limit)],
@@ -89,7 +93,8 @@ class WorkerProcess:
         self.sock.settimeout(timeout)
         deadline = time.monotonic() + timeout
         try:
-            write_frame(self.sock, orjson.dumps({"op": "load", "folder": str(self.folder), "doctests": doctests}))
+            write_frame(self.sock, orjson.dumps({"op": "load", "folder": str(self.folder), "doctests": doctests,
+                                                 "check_python": self.check_python}))
             while True:
                 self.sock.settimeout(max(0.001, deadline - time.monotonic()))
                 frame = read_frame(self.sock)
@@ -159,12 +164,14 @@ class IsolatedFunction:
     def __init__(
         self, folder: Path, label: str, *, python: str = sys.executable,
         memory_limit: int | None = None, load_timeout: float = DEFAULT_LOAD_TIMEOUT,
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, pythonpath: str | None = None, check_python: bool = True,
     ) -> None:
         self.folder = folder
         self.env = dict(env or {})  # on top of this process's environment, for this worker only
         self.label = label
         self.python = python
+        self.pythonpath = pythonpath  # modelrepo's code for a virtualenv's worker (runtime/environments.py)
+        self.check_python = check_python  # False when --python-fallback put another Python in
         self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
         self.load_timeout = load_timeout
         self.cause = ""           # why there is no worker (shown in the 503)
@@ -176,9 +183,13 @@ class IsolatedFunction:
 
     def start(self) -> None:
         """Start the worker and load the folder with its docstring tests; DeploymentError if refused."""
-        worker = WorkerProcess(self.folder, self.label, self.python, self.memory_limit, self.env)
+        worker = self._new_worker()
         worker.load(self.load_timeout, doctests=True)
         self._worker = worker
+
+    def _new_worker(self) -> WorkerProcess:
+        return WorkerProcess(self.folder, self.label, self.python, self.memory_limit, self.env,
+                             pythonpath=self.pythonpath, check_python=self.check_python)
 
     def __call__(self, *args: Any) -> Any:
         with self._lock:
@@ -218,7 +229,7 @@ class IsolatedFunction:
         if self._closed:
             return
         try:
-            worker = WorkerProcess(self.folder, self.label, self.python, self.memory_limit, self.env)
+            worker = self._new_worker()
             worker.load(self.load_timeout, doctests=False)
         except DeploymentError as exc:
             self._failures += 1

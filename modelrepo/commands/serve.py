@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-keys", metavar="FILE", default=None,
                         help="require an API key on /v1/ routes: a file of keys, one a line, optionally "
                              "followed by the names it may call (default $MODELREPO_API_KEYS_FILE; none)")
+    parser.add_argument("--python-fallback", choices=("never", "nearest"), default="never",
+                        help="a deployment asking for a Python not installed here: refuse it (never, the "
+                             "default) or run it with the nearest installed Python (nearest), with a warning")
     add_server_arguments(parser)
 
 
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         "mode": "repo", "source": str(repo), "branches": branches, "interval": interval,
         "cache_dir": str(cache_dir), "fetch": fetch, "memory_limit": memory_limit, "load_timeout": load_timeout,
         "max_body_bytes": args.max_body_bytes, "timeout": args.timeout, "api_keys_file": keys_file,
+        "envs_dir": str(cache_root / "envs"), "python_fallback": args.python_fallback,
     }
     more = f" (and /v1/<Name>/<branch>/<ref> for {', '.join(branches)})" if len(branches) > 1 else ""
     print(f"serving branch {branches[0]} of {redact(args.source)} at http://{args.host}:{args.port}/v1/<Name>/latest"

@@ -42,6 +42,7 @@ from modelrepo.repository import (
     folder_trees,
 )
 from modelrepo.runtime.app import NotFound, NotReady
+from modelrepo.runtime.environments import Environments, Interpreter
 from modelrepo.runtime.isolation import DEFAULT_LOAD_TIMEOUT, IsolatedFunction, isolated_deployment
 from modelrepo.runtime.served import Served, answer_headers
 
@@ -59,9 +60,10 @@ class RepoCatalog:
         self, repo: str | Path, branch: str = "main", interval: float = 2.0, cache_dir: str | Path = "",
         default_timeout: float | None = None, fetch: bool = False,
         max_cached: int = MAX_CACHED_OLD_VERSIONS, memory_limit: int | None = None,
-        load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        load_timeout: float = DEFAULT_LOAD_TIMEOUT, environments: Environments | None = None,
     ) -> None:
         self.repo = str(repo)
+        self.environments = environments  # None: every worker runs this Python (as before environments)
         self.branch = branch
         self.interval = interval
         self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="modelrepo-serve-"))
@@ -248,21 +250,23 @@ class RepoCatalog:
             if problem and not (self.datasets_dir / f"{dataset}.yaml").exists():
                 raise DeploymentError(f"{deployment_path(name)}/source.py", problem)
         label = f"{name} v{version.number} ({version.commit[:7]})"
+        try:  # its environment: this Python, or a virtualenv built (once) for it
+            interpreter = self.environments.interpreter(folder, name) if self.environments else Interpreter()
+        except DeploymentError as exc:
+            raise in_repository(exc, folder, name) from None
         function = IsolatedFunction(
             folder, label, memory_limit=self.memory_limit, load_timeout=self.load_timeout,
             env={datasets.DIR_ENV: str(self.datasets_dir)},  # this branch's dataset definitions
+            python=interpreter.python, pythonpath=interpreter.pythonpath, check_python=interpreter.check_python,
         )
         try:
             function.start()
             kwargs: dict[str, Any] = {} if self.default_timeout is None else {"default_timeout": self.default_timeout}
             return Served(name=name, number=version.number, commit=version.commit,
                           loaded=isolated_deployment(folder, function), **kwargs)
-        except DeploymentError as exc:  # name the file as it is in the repository, not the cache
+        except DeploymentError as exc:
             function.close()
-            where = Path(exc.path)
-            if where.is_relative_to(folder):
-                where = Path(deployment_path(name), where.relative_to(folder))
-            raise DeploymentError(where, exc.problem) from None
+            raise in_repository(exc, folder, name) from None
         except BaseException:
             function.close()
             raise
@@ -356,6 +360,14 @@ def describe_definitions(found: Endpoints) -> str:
     for name, table in sorted(found.aliases.items()):
         parts += [f"alias {name}/{alias} -> {ref}" for alias, ref in sorted(table.items())]
     return "; ".join(parts) if parts else "no endpoints or aliases"
+
+
+def in_repository(exc: DeploymentError, folder: Path, name: str) -> DeploymentError:
+    """The same error naming the file as it is in the repository, not in the cache."""
+    where = Path(exc.path)
+    if where.is_relative_to(folder):
+        where = Path(deployment_path(name), where.relative_to(folder))
+    return DeploymentError(where, exc.problem)
 
 
 def retire(served: Served) -> None:
