@@ -200,23 +200,8 @@ def render_build_job(
     Privileged (and root), this pod only: buildah mounts the image's root filesystem, chroots
     into it for RUN steps and apt-get switches users; none of that works in a pod without
     privileges. It mounts no Secret of the repository and no service account token."""
-    env_vars = [
-        {"name": "BASE", "value": decision.base}, {"name": "TARGET", "value": decision.target},
-        {"name": "ENV_HASH", "value": decision.env_hash},
-        {"name": "SYSTEM_PACKAGES", "value": " ".join(env.system_packages)},
-        {"name": "REQUIREMENTS", "value": requirements_text},
-        {"name": "TLS_VERIFY", "value": "false" if settings.plain_http else "true"},
-        {"name": "CA_PATH", "value": CA_PATH},
-        {"name": "STORAGE_DRIVER", "value": "vfs"},
-    ] + [{"name": k, "value": str(v)} for k, v in sorted(settings.pip_env.items()) if k in _PIP_ENV]
-    mounts = [{"name": "storage", "mountPath": "/var/lib/containers"}, {"name": "work", "mountPath": "/work"}]
-    volumes: list[dict[str, Any]] = [
-        {"name": "storage", "emptyDir": {"sizeLimit": settings.storage_size_limit}},
-        {"name": "work", "emptyDir": {"sizeLimit": "1Gi"}},
-    ]
-    if settings.ca_bundle_host_path:
-        mounts.append({"name": "ca", "mountPath": CA_PATH, "readOnly": True})
-        volumes.append({"name": "ca", "hostPath": {"path": settings.ca_bundle_host_path, "type": "File"}})
+    env_vars = _build_env(env, decision, requirements_text, settings)
+    mounts, volumes = _build_volumes(settings)
     labels = {**MANAGED_BY, **COMPONENT_BUILD, LABEL_REPO: label_value(repo_name),
               LABEL_ENVIRONMENT: decision.env_hash}
     pod: dict[str, Any] = {
@@ -253,6 +238,34 @@ def render_build_job(
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
+
+
+def _build_env(env: Environment, decision: Decision, requirements_text: str,
+               settings: EnvironmentSettings) -> list[dict[str, str]]:
+    """What the build script reads: base and target images, the environment, pip's settings."""
+    return [
+        {"name": "BASE", "value": decision.base}, {"name": "TARGET", "value": decision.target},
+        {"name": "ENV_HASH", "value": decision.env_hash},
+        {"name": "SYSTEM_PACKAGES", "value": " ".join(env.system_packages)},
+        {"name": "REQUIREMENTS", "value": requirements_text},
+        {"name": "TLS_VERIFY", "value": "false" if settings.plain_http else "true"},
+        {"name": "CA_PATH", "value": CA_PATH},
+        {"name": "STORAGE_DRIVER", "value": "vfs"},
+    ] + [{"name": k, "value": str(v)} for k, v in sorted(settings.pip_env.items()) if k in _PIP_ENV]
+
+
+def _build_volumes(settings: EnvironmentSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(mounts, volumes): bounded emptyDirs for buildah's storage and the work dir, the CA if any."""
+    mounts: list[dict[str, Any]] = [{"name": "storage", "mountPath": "/var/lib/containers"},
+                                    {"name": "work", "mountPath": "/work"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "storage", "emptyDir": {"sizeLimit": settings.storage_size_limit}},
+        {"name": "work", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    if settings.ca_bundle_host_path:
+        mounts.append({"name": "ca", "mountPath": CA_PATH, "readOnly": True})
+        volumes.append({"name": "ca", "hostPath": {"path": settings.ca_bundle_host_path, "type": "File"}})
+    return mounts, volumes
 
 
 def job_state(job: Mapping[str, Any] | None) -> str:

@@ -68,54 +68,15 @@ def parse_size(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
 
-    try:
-        interval = parse_duration(args.interval)
-    except ValueError as exc:
-        raise UserError(f"--interval: {exc}") from None
-    if interval <= 0:
-        raise UserError("--interval must be more than 0")
-    try:
-        load_timeout = parse_duration(args.load_timeout)
-        memory_limit = None if args.memory_limit is None else parse_size(args.memory_limit)
-    except ValueError as exc:
-        raise UserError(f"--load-timeout/--memory-limit: {exc}") from None
-    if load_timeout <= 0:
-        raise UserError("--load-timeout must be more than 0")
+    interval, load_timeout, memory_limit = _timings(args)
     if args.all_branches and args.branches:
         raise UserError("give --branch or --all-branches, not both")
     wanted = args.branches or ["main"]
-    for option, path, env in (("--secrets", args.secrets, "MODELREPO_SECRETS_FILE"),
-                              ("--warehouses", args.warehouses, "MODELREPO_WAREHOUSES_FILE")):
-        if path:
-            if not Path(path).is_file():
-                raise UserError(f"{option} {path}: no such file")
-            os.environ[env] = str(Path(path).resolve())  # read by get_secret / get_dataset, here and in workers
+    _export_data_files(args)
     cache_root = Path(args.cache_dir or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     if not args.cache_dir:
         cache_root = cache_root / "modelrepo"
-    if git.is_url(args.source):
-        key = hashlib.sha256(args.source.encode()).hexdigest()[:16]
-        cache_dir = cache_root / "serve" / key
-        repo = cache_dir / "repo.git"
-        if not (repo / "HEAD").exists():
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            print(f"cloning {redact(args.source)} into {repo}", flush=True)
-            _git_or_fail(None, "clone", "--bare", "--quiet", args.source, str(repo))
-        else:
-            refspecs = (["+refs/heads/*:refs/heads/*"] if args.all_branches
-                        else [f"+refs/heads/{b}:refs/heads/{b}" for b in wanted])
-            _git_or_fail(repo, "fetch", "--quiet", "--prune", args.source, *refspecs)
-        fetch = True
-    else:
-        path = Path(args.source).resolve()
-        if not path.exists():
-            raise UserError(f"{args.source}: no such directory")
-        if git.try_run(["rev-parse", "--git-dir"], cwd=path) is None:
-            raise UserError(f"{args.source}: not a git repository")
-        repo = path
-        key = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-        cache_dir = cache_root / "serve" / key
-        fetch = False
+    repo, cache_dir, fetch = _repository(args, cache_root, wanted)
     found = branches_of(repo)
     branches = all_branches_first_default(repo, found) if args.all_branches else wanted
     missing = [b for b in branches if b not in found]
@@ -134,6 +95,64 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving branch {branches[0]} of {redact(args.source)} at http://{args.host}:{args.port}/v1/<Name>/latest"
           f"{more} (checking for new commits every {args.interval})", flush=True)
     return serve_or_fail(spec, args.host, args.port)
+
+
+def _timings(args: argparse.Namespace) -> tuple[float, float, int | None]:
+    """--interval, --load-timeout and --memory-limit parsed; UserError naming the flag otherwise."""
+    from modelrepo.cli import UserError
+
+    try:
+        interval = parse_duration(args.interval)
+    except ValueError as exc:
+        raise UserError(f"--interval: {exc}") from None
+    if interval <= 0:
+        raise UserError("--interval must be more than 0")
+    try:
+        load_timeout = parse_duration(args.load_timeout)
+        memory_limit = None if args.memory_limit is None else parse_size(args.memory_limit)
+    except ValueError as exc:
+        raise UserError(f"--load-timeout/--memory-limit: {exc}") from None
+    if load_timeout <= 0:
+        raise UserError("--load-timeout must be more than 0")
+    return interval, load_timeout, memory_limit
+
+
+def _export_data_files(args: argparse.Namespace) -> None:
+    """--secrets/--warehouses become the env variables get_secret / get_dataset read, here and in workers."""
+    from modelrepo.cli import UserError
+
+    for option, path, env in (("--secrets", args.secrets, "MODELREPO_SECRETS_FILE"),
+                              ("--warehouses", args.warehouses, "MODELREPO_WAREHOUSES_FILE")):
+        if path:
+            if not Path(path).is_file():
+                raise UserError(f"{option} {path}: no such file")
+            os.environ[env] = str(Path(path).resolve())
+
+
+def _repository(args: argparse.Namespace, cache_root: Path, wanted: list[str]) -> tuple[Path, Path, bool]:
+    """(git directory to serve, its cache directory, whether to fetch from the URL on each poll).
+
+    A URL is cloned bare once into the cache and fetched afterwards; a path is served in place."""
+    from modelrepo.cli import UserError
+
+    if git.is_url(args.source):
+        cache_dir = cache_root / "serve" / hashlib.sha256(args.source.encode()).hexdigest()[:16]
+        repo = cache_dir / "repo.git"
+        if not (repo / "HEAD").exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            print(f"cloning {redact(args.source)} into {repo}", flush=True)
+            _git_or_fail(None, "clone", "--bare", "--quiet", args.source, str(repo))
+        else:
+            refspecs = (["+refs/heads/*:refs/heads/*"] if args.all_branches
+                        else [f"+refs/heads/{b}:refs/heads/{b}" for b in wanted])
+            _git_or_fail(repo, "fetch", "--quiet", "--prune", args.source, *refspecs)
+        return repo, cache_dir, True
+    path = Path(args.source).resolve()
+    if not path.exists():
+        raise UserError(f"{args.source}: no such directory")
+    if git.try_run(["rev-parse", "--git-dir"], cwd=path) is None:
+        raise UserError(f"{args.source}: not a git repository")
+    return path, cache_root / "serve" / hashlib.sha256(str(path).encode()).hexdigest()[:16], False
 
 
 def api_keys_file(path: str | None) -> str | None:
