@@ -43,6 +43,18 @@ kubectl_bin() {  # the local cluster's own kubectl first (same version), else th
     fi
 }
 
+# runtime_images <registry>: `"<python>": "<image>"` for each runtime image in the registry
+# (modelrepo/runtime:py<python>, pushed by `make cluster` for 3.11 and CLUSTER_PYTHONS).
+runtime_images() {
+    python3 - "$1" <<'PY' 2>/dev/null || echo "\"3.11\": \"$1/modelrepo/runtime:py3.11\""
+import json, sys, urllib.request
+reg = sys.argv[1]
+with urllib.request.urlopen(f"http://{reg}/v2/modelrepo/runtime/tags/list", timeout=10) as answer:
+    tags = sorted(t for t in json.load(answer).get("tags") or [] if t.startswith("py"))
+print(", ".join(f'"{t[2:]}": "{reg}/modelrepo/runtime:{t}"' for t in tags))
+PY
+}
+
 # local_environment_values <registry>: chart values that let the operator build environment
 # images on the local cluster (docs/cluster.md): the node's registry and images, build pods on
 # the node's network with this machine's resolver, CA bundle and pip index settings.
@@ -63,7 +75,7 @@ environments:
   registry: "$reg"
   plainHttp: true
   builderImage: "$reg/modelrepo/builder:1"
-  baseImages: {"3.11": "$reg/modelrepo/runtime:py3.11", "3.13": "$reg/modelrepo/runtime:py3.13"}
+  baseImages: {$(runtime_images "$reg")}
   hostNetwork: true
   nameservers: [$ns]
   pipEnv: {${pip_env%, }}

@@ -21,7 +21,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrepo.requirements import is_third_party, top_level
+from modelrepo.requirements import is_stdlib, is_third_party
 
 _LOAD_OPS = {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"}
 _LITERAL_TYPES = (int, float, complex, str, bytes, bool, type(None))
@@ -255,12 +255,7 @@ def _is_user_module(module_name: str | None, main_module: str) -> bool:
         return False
     if module_name in ("__main__", main_module) or module_name.startswith("__main__."):
         return True
-    return not is_third_party(module_name) and not _is_stdlib(module_name)
-
-
-def _is_stdlib(module_name: str) -> bool:
-    top = top_level(module_name)
-    return top in sys.stdlib_module_names or top in sys.builtin_module_names
+    return not is_third_party(module_name) and not is_stdlib(module_name)
 
 
 class _Walker:
@@ -306,7 +301,7 @@ class _Walker:
 
     def _bind_module(self, name: str, module: types.ModuleType) -> None:
         mod_name = module.__name__
-        if _is_user_module(mod_name, self.main_module) and not _is_stdlib(mod_name):
+        if _is_user_module(mod_name, self.main_module) and not is_stdlib(mod_name):
             where = getattr(module, "__file__", None) or mod_name
             raise CaptureError(
                 f"cannot capture `{name}`: it is the local module {mod_name} ({where}), which is "
@@ -407,7 +402,7 @@ class _Walker:
         source = _nonlocal_to_global(source)
         namespace = fn.__globals__
         # the closure's variables become module-level names in source.py
-        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
             try:
                 value = cell.cell_contents
             except ValueError:
@@ -427,10 +422,10 @@ class _Walker:
         a = node.args
         positional = [*a.posonlyargs, *a.args]
         for arg, expr, value in zip(
-            positional[len(positional) - len(a.defaults):], a.defaults, fn.__defaults__ or (), strict=False
+            positional[len(positional) - len(a.defaults):], a.defaults, fn.__defaults__ or ()
         ):
             pairs.append((expr, arg.arg, value))
-        for arg, expr in zip(a.kwonlyargs, a.kw_defaults, strict=False):
+        for arg, expr in zip(a.kwonlyargs, a.kw_defaults):
             if expr is not None and fn.__kwdefaults__ and arg.arg in fn.__kwdefaults__:
                 pairs.append((expr, arg.arg, fn.__kwdefaults__[arg.arg]))
         lines = source.splitlines(keepends=True)

@@ -91,7 +91,7 @@ def _plain(data: Any) -> Any:
     if module == "pandas" and kind == "DataFrame":
         records = json.loads(data.to_json(orient="records", date_format="iso"))  # NaN -> null
         index = json.loads(data.index.to_series().to_json(orient="values", date_format="iso"))
-        return [[row_id, record] for row_id, record in zip(index, records, strict=True)]
+        return [[row_id, record] for row_id, record in zip(index, records)]
     if module in ("numpy", "pandas") and hasattr(data, "tolist"):
         return data.tolist()
     return data

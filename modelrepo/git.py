@@ -2,7 +2,7 @@
 
 `run()` is the only place that starts a git process. It gives every command a timeout, a
 predictable environment (no terminal prompts, C locale) and, when talking to a remote,
-credentials through the environment (`environment()`: GIT_ASKPASS, GIT_CONFIG_* headers,
+credentials through the environment (`environment()`: GIT_ASKPASS, GIT_CONFIG_PARAMETERS headers,
 GIT_SSH_COMMAND), so they never appear on a command line. A failure raises `GitError`, whose
 command and stderr are already redacted (URL userinfo and every secret value replaced by
 `***`): it is safe to print, log, post as an Event or write into a status.
@@ -192,15 +192,19 @@ def environment(creds: Credentials | None, url: str) -> Iterator[dict[str, str]]
             config = [c for c in config if c[0] != "core.askPass"]
         if creds.bearer_token:
             config.append(("http.extraHeader", f"Authorization: Bearer {creds.bearer_token}"))
-        for i, (key, value) in enumerate(config):
-            env[f"GIT_CONFIG_KEY_{i}"] = key
-            env[f"GIT_CONFIG_VALUE_{i}"] = value
-        env["GIT_CONFIG_COUNT"] = str(len(config))
+        # What `git -c` hands to its children, in the form every git reads: GIT_CONFIG_COUNT
+        # needs git >= 2.31 (Debian bullseye's 2.30, in the Python 3.9 image, ignores it).
+        env["GIT_CONFIG_PARAMETERS"] = " ".join(_sq_quote(f"{key}={value}") for key, value in config)
         if is_ssh_url(url):
             env["GIT_SSH_COMMAND"] = _ssh_command(creds, tmp)
         yield env
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sq_quote(text: str) -> str:
+    """`text` in single quotes as git reads GIT_CONFIG_PARAMETERS (a quote inside as '\\'')."""
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _ssh_command(creds: Credentials, tmp: str) -> str:

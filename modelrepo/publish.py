@@ -95,13 +95,13 @@ def hash_files(repo: WorkTree, paths: list[Path], write: bool = False, at: list[
         in_lfs = lfs.tracked(repo.root, at) if at else set()
     except git.GitError as exc:
         raise _fail("reading .gitattributes failed", exc) from None
-    plain = [p for p, rel in zip(paths, at or [None] * len(paths), strict=True) if rel not in in_lfs]
+    plain = [p for p, rel in zip(paths, at or [None] * len(paths)) if rel not in in_lfs]
     ids: dict[Path, str] = {}
     if plain:
         args = ["hash-object", *(["-w"] if write else []), "--stdin-paths"]
         out = repo.git(*args, input=("\n".join(str(p) for p in plain) + "\n").encode())
-        ids.update(zip(plain, out.split(), strict=True))
-    for path, rel in zip(paths, at or [], strict=False):
+        ids.update(zip(plain, out.split()))
+    for path, rel in zip(paths, at or []):
         if rel in in_lfs:
             try:
                 ids[path] = lfs.store(repo.root, path, rel)
@@ -126,7 +126,7 @@ def same_folder(repo: WorkTree, staged: Path, committed: dict[str, tuple[str, st
         return False
     prefix = deployment_path(staged.name) + "/"
     ids = hash_files(repo, files, at=[prefix + rel for rel in rels])
-    return all(committed[rel] == (_mode(path), oid) for rel, path, oid in zip(rels, files, ids, strict=True))
+    return all(committed[rel] == (_mode(path), oid) for rel, path, oid in zip(rels, files, ids))
 
 
 def stage_committed_files(repo: WorkTree, commit: str, name: str, rels: list[str], work: Path) -> None:
@@ -185,7 +185,7 @@ def commit_folder(
                              at=[prefix + p.relative_to(staged).as_posix() for p in files])
             entries = [
                 f"{_mode(path)} {oid}\t{prefix}{path.relative_to(staged).as_posix()}"
-                for path, oid in zip(files, ids, strict=True)
+                for path, oid in zip(files, ids)
             ]
             if entries:
                 repo.git("update-index", "--add", "--index-info", env=env,

@@ -13,6 +13,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Union
 
 from modelrepo import git, lfs
 from modelrepo.format import (
@@ -31,7 +32,7 @@ from modelrepo.format import (
 )
 from modelrepo.format.endpoints import ENDPOINT_SUFFIXES
 
-Repo = str | os.PathLike[str]
+Repo = Union[str, os.PathLike[str]]  # not `|`: evaluated at import, which Python 3.9 cannot
 
 
 class HistoryError(Exception):

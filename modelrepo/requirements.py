@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import pkgutil
 import re
 import sys
+import sysconfig
 from collections.abc import Iterable
+
+if sys.version_info >= (3, 10):
+    from importlib.metadata import packages_distributions  # novermin
+else:  # Python 3.9: the backport of the same function (a dependency there)
+    from importlib_metadata import packages_distributions
 
 # Always present in the runtime image; pinning them would fight the image's own versions.
 _PROVIDED = {"modelrepo"}
@@ -19,7 +26,22 @@ def top_level(module_name: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _distributions() -> dict[str, list[str]]:
     """Import name -> distribution names (scanning installed metadata once per process)."""
-    return importlib.metadata.packages_distributions()
+    return packages_distributions()
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_names() -> frozenset[str]:
+    """Top-level names of the standard library (Python 3.9 has no sys.stdlib_module_names:
+    there, the modules of the standard library's own directories)."""
+    names = getattr(sys, "stdlib_module_names", None)
+    if names is None:
+        stdlib = sysconfig.get_paths()["stdlib"]
+        names = {m.name for m in pkgutil.iter_modules([stdlib, f"{stdlib}/lib-dynload"])}
+    return frozenset(names) | frozenset(sys.builtin_module_names)
+
+
+def is_stdlib(module_name: str) -> bool:
+    return top_level(module_name) in _stdlib_names()
 
 
 def refresh() -> None:
@@ -41,7 +63,7 @@ def pinned_requirements(module_names: Iterable[str]) -> list[str]:
     pins: dict[str, str] = {}
     for module in module_names:
         top = top_level(module)
-        if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        if is_stdlib(top):
             continue
         for dist in dists.get(top, []):
             key = dist.lower().replace("_", "-")

@@ -26,12 +26,18 @@ class Waker:
     """The inbox of one ModelRepo's loop."""
 
     loop: asyncio.AbstractEventLoop
-    event: asyncio.Event = field(default_factory=asyncio.Event)
     kinds: set[str] = field(default_factory=set)
+    # Made on `loop` when first used: Python 3.9 binds an Event to the loop current at creation.
+    event: asyncio.Event | None = None
+
+    def _event(self) -> asyncio.Event:
+        if self.event is None:
+            self.event = asyncio.Event()
+        return self.event
 
     def _set(self, kind: str) -> None:
         self.kinds.add(kind)
-        self.event.set()
+        self._event().set()
 
     def request(self, kind: str) -> None:
         try:
@@ -45,14 +51,14 @@ class Waker:
 
     def take(self) -> set[str]:
         kinds, self.kinds = self.kinds, set()
-        self.event.clear()
+        self._event().clear()
         return kinds
 
     async def wait(self, timeout: float) -> set[str]:
         """Wait up to `timeout` seconds for a request; return what was asked (empty on timeout)."""
         if not self.kinds:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.event.wait(), timeout=max(timeout, 0))
+                await asyncio.wait_for(self._event().wait(), timeout=max(timeout, 0))
         return self.take()
 
 

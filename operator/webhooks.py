@@ -346,7 +346,7 @@ class _Receiver:
                 verify(await _secret_of(decoy, quiet=True))
             return [], []
         secrets = [await _secret_of(t) for t in candidates]
-        return candidates, [t for t, s in zip(candidates, secrets, strict=True) if verify(s)]
+        return candidates, [t for t, s in zip(candidates, secrets) if verify(s)]
 
     async def _dispatch(
         self,

@@ -123,7 +123,7 @@ class BatchDispatcher:
         if self.arity == 1:
             results = self.function([args[0] for args in calls])
         else:
-            columns = [list(col) for col in zip(*calls, strict=True)] if calls else [[] for _ in range(self.arity)]
+            columns = [list(col) for col in zip(*calls)] if calls else [[] for _ in range(self.arity)]
             results = self.function(*columns)
         results = results.tolist() if hasattr(results, "tolist") and not isinstance(results, list) else results
         if not isinstance(results, (list, tuple)) or len(results) != len(calls):

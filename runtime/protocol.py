@@ -54,7 +54,7 @@ class BadRequest(Exception):
     """The request is malformed (400); the message says what and where."""
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs more per request
+@dataclass  # not frozen: a frozen dataclass's __init__ costs more per request
 class Call:
     """A parsed request: `calls[i]` are the positional arguments of the i-th function call.
 

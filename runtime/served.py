@@ -216,10 +216,10 @@ class ResultNotJSON(Exception):
 def _batch_body(ids: list[Any], outcomes: list[Outcome], label: str) -> bytes:
     errors: list[dict[str, Any]] = []
     if all(map(itemgetter(0), outcomes)):  # C-speed path for thousands of rows
-        rows = list(map(list, zip(ids, map(itemgetter(1), outcomes), strict=True)))
+        rows = list(map(list, zip(ids, map(itemgetter(1), outcomes))))
     else:
         rows = []
-        for row_id, (ok, value) in zip(ids, outcomes, strict=True):
+        for row_id, (ok, value) in zip(ids, outcomes):
             rows.append([row_id, value if ok else None])
             if not ok:
                 errors.append({"id": row_id, "error": value})

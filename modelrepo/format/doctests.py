@@ -66,7 +66,7 @@ def align_numbers(want: str, got: str) -> str | None:
         return None
     parts: list[str] = []
     last = 0
-    for token, match in zip(wanted, found, strict=True):
+    for token, match in zip(wanted, found):
         parts.append(got[last:match.start()])
         parts.append(token if _same_number(token, match.group()) else match.group())
         last = match.end()

@@ -45,8 +45,13 @@ def requirement_problems(text: str) -> list[str]:
         if _URL.match(content):
             continue
         try:
-            Requirement(content)
+            requirement = Requirement(content)
         except InvalidRequirement as exc:
             reason = str(exc).splitlines()[0] if str(exc) else "invalid"
             problems.append(f"line {number}: {content!r} is not a requirement: {reason}")
+            continue
+        # packaging before 26.4 (the last one on Python 3.9 is 26.3) reads `numpy===` as `===""`
+        empty = [str(spec) for spec in requirement.specifier if not spec.version]
+        if empty:
+            problems.append(f"line {number}: {content!r} is not a requirement: {empty[0]} names no version")
     return problems

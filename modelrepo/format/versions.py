@@ -18,9 +18,11 @@ from modelrepo.format.layout import deployment_of
 
 SHA_PREFIX = re.compile(r"^[0-9a-fA-F]{7,40}$")
 LATEST = "latest"
-# `git log <LOG_ARGS> <rev> --` prints what `parse_log` reads.
+# `git <LOG_ARGS> <rev> --` prints what `parse_log` reads: a merge lists the files it changed
+# against its first parent. `-m` with log.diffMerges set, not --diff-merges=first-parent, which
+# git < 2.31 (Debian bullseye's, in the Python 3.9 image) refuses; older git ignores the key.
 LOG_ARGS = (
-    "log", "--first-parent", "--reverse", "--no-renames", "--diff-merges=first-parent",
+    "-c", "log.diffMerges=first-parent", "log", "--first-parent", "--reverse", "--no-renames", "-m",
     "--name-only", "-z", "--format=%x1e%H%x1f%cI%x1f%s",
 )
 

@@ -34,6 +34,17 @@ def _nameservers() -> list[str]:
     return re.findall(r"^nameserver\s+(\S+)", text, re.M)
 
 
+def _runtime_pythons(registry: str) -> list[str]:
+    """The Pythons whose runtime image `make cluster` pushed (modelrepo/runtime:py<version>;
+    3.9 only with CLUSTER_PYTHONS naming it)."""
+    try:
+        with urllib.request.urlopen(f"http://{registry}/v2/modelrepo/runtime/tags/list", timeout=5) as answer:  # noqa: S310
+            tags = json.load(answer).get("tags") or []
+    except (OSError, ValueError):
+        return ["3.11", "3.13"]
+    return sorted(tag[2:] for tag in tags if tag.startswith("py"))
+
+
 def _settings() -> dict:
     if os.environ.get("MODELREPO_TEST_ENVIRONMENTS"):
         return json.loads(os.environ["MODELREPO_TEST_ENVIRONMENTS"])
@@ -43,7 +54,7 @@ def _settings() -> dict:
     settings = {
         "registry": registry, "plainHttp": True, "hostNetwork": True, "nameservers": _nameservers(),
         "builderImage": f"{registry}/modelrepo/builder:1",
-        "baseImages": {p: f"{registry}/modelrepo/runtime:py{p}" for p in ("3.11", "3.13")},
+        "baseImages": {p: f"{registry}/modelrepo/runtime:py{p}" for p in _runtime_pythons(registry)},
     }
     if Path("/etc/ssl/certs/ca-certificates.crt").exists():
         settings["caBundleHostPath"] = "/etc/ssl/certs/ca-certificates.crt"
@@ -146,6 +157,30 @@ def test_build_once_serve_by_digest_source_change_builds_nothing_failure_keeps_o
     assert degraded["status"] == "True" and MISSING in degraded["message"] and "serving version 2" in degraded["message"]
     assert kube.predict("envs-pkg", "Pkg", 21) == (200, f"{VERSION} 21!")
     assert any(MISSING in m for m in kube.events("BuildFailed"))
+
+
+def test_a_python_3_9_folder_gets_its_package_and_runs_on_3_9(kube, env_operator, environments, node_git_servers, node_model_repo):
+    """The bullseye runtime image: the init container (`modelrepo fetch`, `check`) and the server
+    (`modelrepo runtime`) run on Python 3.9, under a package built into the folder's image."""
+    if "3.9" not in environments["baseImages"]:
+        pytest.skip("no modelrepo/runtime:py3.9 in the registry: run the cluster with CLUSTER_PYTHONS naming 3.9")
+    repo = node_model_repo("py39")
+    repo.write_deployment("Py39", python="3.9")
+    repo.write("deployments/Py39/source.py", (
+        "import importlib.metadata\nimport sys\n\n\n"
+        "def Py39(x: int):\n"
+        f'    """\n    >>> Py39(4)\n    \'3.9 {VERSION} 4\'\n    """\n'
+        "    python = '.'.join(map(str, sys.version_info[:2]))\n"
+        f"    return f\"{{python}} {{importlib.metadata.version('{PACKAGE}')}} {{x}}\"\n"
+    ))
+    repo.write("deployments/Py39/requirements.txt", _fresh(f"{PACKAGE}=={VERSION}\n"))
+    first = repo.commit_push("a folder on Python 3.9 with its own requirement")
+    spec = {"url": node_git_servers.daemon_url(repo.name), "branch": "main", "interval": "5s"}
+    kube.apply_modelrepo("py39", spec)
+
+    kube.wait_ready("py39", first, 1, timeout=BUILD)
+    assert _entry(kube, "py39", "Py39")["message"].startswith("built sha256:")
+    kube.wait_predict("py39-py39", "Py39", 21, f"3.9 {VERSION} 21", READY)
 
 
 def test_a_python_without_base_image_is_refused_by_name(kube, env_operator, node_git_servers, node_model_repo):

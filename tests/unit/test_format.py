@@ -87,6 +87,7 @@ def test_requirements_accept_what_real_repositories_use():
     ("-r other.txt", "pip option -r is not allowed"),
     ("--target /usr/lib", "pip option --target is not allowed"),
     ("numpy==", "line 1: 'numpy==' is not a requirement"),
+    ("numpy===", "line 1: 'numpy===' is not a requirement"),  # accepted by packaging < 26.4 (Python 3.9)
 ])
 def test_requirements_refuse_lines_pip_must_not_get(line, problem):
     problems = requirement_problems(line + "\n")

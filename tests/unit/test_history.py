@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from modelrepo.format import resolve_version
 from modelrepo.repository import deployment_versions, versions_of
 
@@ -51,8 +53,12 @@ def test_versions_count_commits_touching_each_folder_and_a_revert_is_new(tmp_pat
     assert versions_of(repo, "Missing") == []
 
 
-def test_first_parent_counts_a_merge_once(tmp_path):
+@pytest.mark.parametrize("diff_merges", [None, "combined"])
+def test_first_parent_counts_a_merge_once(tmp_path, diff_merges):
+    """Also when the user's git config shows merges otherwise (log.diffMerges, git >= 2.31)."""
     repo = new_repo(tmp_path)
+    if diff_merges:
+        git(repo, "config", "log.diffMerges", diff_merges)
     commit_file(repo, "deployments/A/source.py", "1", "A one")
     git(repo, "checkout", "-q", "-b", "feature")
     commit_file(repo, "deployments/A/source.py", "2", "feature step 1")
