@@ -24,7 +24,7 @@ REGISTRY="${REGISTRY:-}"  # host:port of a plain-http registry to push runtime i
 declare -A SUITE_OF=([3.9]=bullseye [3.11]=bookworm [3.13]=trixie)
 PYTHONS="${PYTHONS:-3.9 3.11 3.13}"  # which of them `bases` builds
 # The runtime images `make cluster` builds besides 3.11 (`all`, `push`).
-CLUSTER_PYTHONS="${CLUSTER_PYTHONS-3.13}"  # empty: 3.11 only
+CLUSTER_PYTHONS="${CLUSTER_PYTHONS-3.9 3.13}"  # empty: 3.11 only
 # A branch can build its own image beside the cluster's one, e.g.
 #   PROJECT_IMAGE=docker.io/library/modelrepo:mine PROJECT_FILE=modelrepo-mine hack/build-images.sh project
 PROJECT_IMAGE="${PROJECT_IMAGE:-docker.io/library/modelrepo:dev}"

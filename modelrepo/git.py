@@ -177,10 +177,14 @@ def environment(creds: Credentials | None, url: str) -> Iterator[dict[str, str]]
     try:
         os.chmod(tmp, 0o700)
         # Pods clone into an emptyDir owned by root, which git >= 2.35.2 would refuse as
-        # "dubious ownership" (settable only in global config).
-        global_config = Path(tmp, "gitconfig")
+        # "dubious ownership" (settable only in global config). Git < 2.32 (Debian bullseye's,
+        # in the Python 3.9 image, has the check) knows no GIT_CONFIG_GLOBAL: it reads the same
+        # file as $XDG_CONFIG_HOME/git/config.
+        global_config = Path(tmp, "git", "config")
+        global_config.parent.mkdir()
         global_config.write_text("[safe]\n\tdirectory = *\n")
         env["GIT_CONFIG_GLOBAL"] = str(global_config)
+        env["XDG_CONFIG_HOME"] = tmp
         config: list[tuple[str, str]] = [("protocol.file.allow", "always"), ("core.askPass", "")]
         if creds.username or creds.password:
             askpass = Path(tmp, "askpass.sh")

@@ -105,7 +105,7 @@ class WorkerProcess:
                     stage = "in its docstring tests"
                     continue
                 break
-        except TimeoutError:
+        except (TimeoutError, socket.timeout):  # one class from Python 3.10 on, two on 3.9
             self.kill()
             what = "importing it" if stage == "at import" else "its docstring tests"
             raise DeploymentError(source, f"loading did not finish within {timeout:g}s ({what} hung)") from None

@@ -57,3 +57,20 @@ def test_try_run_and_rev_parse_answer_none_for_no(tmp_path):
 ])
 def test_url_has_credentials(url, has):
     assert git.url_has_credentials(url) is has
+
+
+def test_the_hermetic_config_reaches_a_git_older_than_2_31(tmp_path):
+    """Debian bullseye's git 2.30 (the Python 3.9 image) reads neither GIT_CONFIG_GLOBAL nor
+    GIT_CONFIG_COUNT: without them, the private global config (safe.directory, for a pod's
+    root-owned emptyDir) and the command-line config (file://, the bearer header) still apply."""
+    creds = git.Credentials.from_mapping({"bearerToken": b"tok'en"})
+    with git.environment(creds, "https://127.0.0.1:9/repo.git") as env:
+        old_git = {k: v for k, v in env.items() if k != "GIT_CONFIG_GLOBAL" and not k.startswith("GIT_CONFIG_KEY")}
+        old_git.update({"HOME": str(tmp_path), "GIT_CONFIG_COUNT": "0"})  # no ~/.gitconfig of this machine
+
+        def config(*args: str) -> str:
+            return git.run(["config", *args], env=old_git)
+
+        assert config("--global", "--get", "safe.directory") == "*"
+        assert config("--get", "protocol.file.allow") == "always"
+        assert config("--get-all", "http.extraHeader") == "Authorization: Bearer tok'en"

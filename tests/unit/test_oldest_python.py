@@ -6,7 +6,9 @@ requires-python: 3.9, the Python of the bullseye runtime image), checked from th
 - vermin for standard-library features newer than it (`zip(strict=)`, `dataclass(slots=)`,
   `kw_only`, `itertools.pairwise`, `typing.TypeAlias`, `sys.stdlib_module_names`...);
 - an ast walk for `X | Y` unions evaluated when the code runs (type aliases, isinstance), which
-  neither tool sees without flagging every annotation.
+  neither tool sees without flagging every annotation;
+- an ast walk for `except TimeoutError` alone, which on 3.9 catches neither socket.timeout
+  nor asyncio.TimeoutError.
 
 The cluster test on pythonVersion "3.9" runs the 3.9 image itself (tests/cluster/test_environments.py).
 """
@@ -120,6 +122,36 @@ def test_the_union_check_sees_aliases_and_isinstance_but_not_annotations_or_flag
         "    return re.I | re.M, FLAG_A | FLAG_B, left | right, {1} | {2}\n"
     )
     assert runtime_unions(source) == ["line 2: str | os.PathLike[str]", "line 3: KeyError | None"]
+
+
+def bare_timeout_handlers(source: str) -> list[str]:
+    """`except TimeoutError` (or `suppress(TimeoutError)`) without socket.timeout or
+    asyncio.TimeoutError: on Python 3.9 these are other classes (aliases from 3.10 and 3.11)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ExceptHandler) and node.type is not None:
+            caught = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+        elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("suppress"):
+            caught = node.args
+        else:
+            continue
+        names = {ast.unparse(n) for n in caught}
+        if "TimeoutError" in names and not names & {"socket.timeout", "asyncio.TimeoutError"}:
+            found.append(f"line {node.lineno}: {', '.join(sorted(names))}")
+    return found
+
+
+def test_timeouts_are_caught_by_their_python_3_9_classes_too():
+    found = {
+        str(path.relative_to(ROOT)): handlers
+        for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))
+        if (handlers := bare_timeout_handlers(path.read_text(encoding="utf-8")))
+    }
+    assert found == {}
+    assert bare_timeout_handlers(
+        "try:\n    f()\nexcept TimeoutError:\n    pass\nwith contextlib.suppress(TimeoutError):\n    g()\n"
+        "try:\n    f()\nexcept (TimeoutError, socket.timeout):\n    pass\n"
+    ) == ["line 3: TimeoutError", "line 5: TimeoutError"]
 
 
 @pytest.fixture
