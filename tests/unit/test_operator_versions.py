@@ -85,3 +85,33 @@ def test_the_gateway_sends_a_version_no_pod_runs_to_the_versions_service():
     assert decide(table, "Linear_Model", None, "3", 0.5).primary.url == "http://models-linear-model.ml.svc/v1/Linear_Model/3"
     other_port = RepoRef(name="m", namespace="ml", uid="u", url="git://h/r.git", branch="main", service={"port": 8080})
     assert versions.versions_url(other_port, "main") == "http://m-versions.ml.svc:8080"
+
+
+def test_a_sync_applies_the_versions_pod_once_and_names_it_in_the_gateway_table(git_servers, tmp_path, monkeypatch):
+    import json
+
+    from fixtures.git_servers import WorkRepo
+    from unit.test_operator_sync import MemoryAPI, body_for
+
+    from modelrepo.operator import sync
+
+    api = MemoryAPI()
+    api.install(monkeypatch)
+    bare = git_servers.create_repo(f"sync-versions-{tmp_path.name}")
+    work = WorkRepo.create(bare, tmp_path / "w")
+    work.write_deployment("A")
+    work.commit_push("A")
+    body, state = body_for(git_servers.daemon_url(bare.name.removesuffix(".git"))), sync.RepoState()
+    sync.sync(body, state, tmp_path / "cache")
+    table = json.loads(api.objects[("ConfigMap", "models-gateway")]["data"]["gateway.json"])
+    assert table["onDemand"] == {"main": "http://models-versions.ml.svc"}
+    deployment = api.objects[("Deployment", "models-versions")]
+    assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == ["fetcher", "runtime"]
+    assert ("Service", "models-versions") in api.objects
+    assert "models-versions" not in [n for (k, n), o in api.objects.items() if "modelrepo.dev/repo" in o["metadata"]["labels"]]
+
+    api.writes.clear()  # a push re-applies the changed folder and the table, never the versions pod
+    work.write_deployment("A", body="return x * 3", doc="12")
+    work.commit_push("A v2")
+    sync.sync(body, state, tmp_path / "cache")
+    assert [w for w in api.writes if w.startswith("apply")] == ["apply Deployment models-a", "apply ConfigMap models-gateway"]
