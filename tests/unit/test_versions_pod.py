@@ -221,3 +221,16 @@ def test_the_fetcher_listens_on_the_loopback_address_only(versions_pod):
     lines = [line.split() for line in listening.splitlines()[1:]]
     local = [f[1] for f in lines if f[1].endswith(":" + port_hex) and f[3] == "0A"]  # 0A: LISTEN
     assert local == ["0100007F:" + port_hex]  # 127.0.0.1 only
+
+
+def test_a_version_that_crashes_harms_no_other(versions_pod):
+    repo, _shas, _fetcher, runtime, _dest = versions_pod
+    assert runtime.post("/v1/Linear_Model/1", {"data": 10}).json() == {"data": 10}
+    repo.write_deployment("Crash", body="import os\n    if x == 0:\n        os._exit(3)\n    return x * 2")
+    repo.commit_push("Crash v1")
+    r = wait_for(lambda: (r := runtime.post("/v1/Crash/1", {"data": 4})).status_code == 200 and r,
+                 "Crash v1 answering", timeout=60, interval=0.5)
+    assert r.json() == {"data": 8}
+    r = runtime.post("/v1/Crash/1", {"data": 0})
+    assert r.status_code == 503 and "Crash v1" in r.json()["error"] and "exit code 3" in r.json()["error"]
+    assert runtime.post("/v1/Linear_Model/1", {"data": 10}).json() == {"data": 10}  # its worker is untouched
