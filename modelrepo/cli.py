@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "serve": "modelrepo.commands.serve",
     "operator": "modelrepo.commands.operator",
     "fetch": "modelrepo.commands.fetch",
+    "fetcher": "modelrepo.commands.fetcher",
     "call": "modelrepo.commands.call",
     "check": "modelrepo.commands.check",
     "gateway": "modelrepo.commands.gateway",

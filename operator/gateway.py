@@ -23,6 +23,7 @@ from modelrepo.operator.keys import GROUP, MANAGED_BY
 from modelrepo.operator.naming import child_name, gateway_child_name, label_value
 from modelrepo.operator.policy import POLICY, PodPolicy
 from modelrepo.operator.render import RUNTIME_UID, Folder, RepoRef, owner_reference
+from modelrepo.operator.versions import on_demand_table
 
 GATEWAY_PORT = 8080
 CONFIG_KEY = "gateway.json"
@@ -43,7 +44,8 @@ def gateway_labels(repo: RepoRef) -> dict[str, str]:
 
 
 def routing_table(repo: RepoRef, folders: dict[str, Folder], definitions: dict[str, Any]) -> dict[str, Any]:
-    """What `modelrepo gateway --config` reads: branches, upstreams (the folder Services), endpoints/aliases."""
+    """What `modelrepo gateway --config` reads: branches, upstreams (the folder Services), endpoints/aliases,
+    and per branch the versions Service answering any version no upstream runs (operator/versions.py)."""
     port = int(repo.service.get("port") or 80)
     suffix = "" if port == 80 else f":{port}"
     branch = repo.ref
@@ -52,7 +54,8 @@ def routing_table(repo: RepoRef, folders: dict[str, Folder], definitions: dict[s
          "url": f"http://{child_name(repo.name, f.name)}.{repo.namespace}.svc{suffix}"}
         for f in sorted(folders.values(), key=lambda f: f.name)
     ]
-    return {"branches": [branch], "upstreams": upstreams, "definitions": {branch: definitions}}
+    return {"branches": [branch], "upstreams": upstreams, "definitions": {branch: definitions},
+            "onDemand": on_demand_table(repo, [branch])}
 
 
 def table_hash(table: dict[str, Any]) -> str:

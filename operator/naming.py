@@ -33,6 +33,12 @@ def gateway_child_name(repo: str) -> str:
     return child_name(repo, "gateway")
 
 
+def versions_child_name(repo: str, branch: str | None = None) -> str:
+    """The versions pod's Deployment and Service: `<repo>-versions` for the ModelRepo's first
+    branch (`branch` None), `<repo>-<branch>-versions` for another followed branch."""
+    return child_name(repo, "versions" if branch is None else f"{branch}-versions")
+
+
 def label_value(text: str) -> str:
     """A label value (<= 63 characters of [A-Za-z0-9_.-]) that still identifies `text`."""
     value = re.sub(r"[^A-Za-z0-9_.-]", "-", text).strip("-_.")

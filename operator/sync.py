@@ -297,7 +297,7 @@ def _apply_gateway(run: _Sync, folders: dict[str, Folder]) -> None:
 
     A failure here is reported and leaves the model deployments alone."""
     from modelrepo.format.endpoints import cross_problems, read_endpoints
-    from modelrepo.operator import gateway
+    from modelrepo.operator import gateway, versions
 
     repo = run.repo
     try:
@@ -318,6 +318,8 @@ def _apply_gateway(run: _Sync, folders: dict[str, Folder]) -> None:
         if applied.get("pods") != wanted["pods"]:
             kube.apply(gateway.render_deployment(repo, keys_secret))
             kube.apply(gateway.render_service(repo))
+            for obj in versions.versions_objects(repo, repo.ref):  # the table's onDemand (every old version)
+                kube.apply(obj)
         if applied.get("table") != wanted["table"]:
             kube.annotate_pods(repo.namespace, gateway.gateway_labels(repo), {gateway.ANN_TABLE: wanted["table"]})
         run.state.gateway = wanted

@@ -14,6 +14,7 @@ What to serve comes from the environment variable MODELREPO_RUNTIME_SPEC (JSON),
   {"mode": "folder", "folder", "name", "version", "commit", "branch", "max_body_bytes", "timeout"}
   {"mode": "repo", "source", "branches", "interval", "cache_dir", "fetch", "max_body_bytes", "timeout",
    "memory_limit", "load_timeout", "api_keys_file"}
+  {"mode": "versions", "fetcher", "versions_dir", "branch", "max_cached", "max_body_bytes", "timeout"}
 """
 
 from __future__ import annotations
@@ -174,7 +175,12 @@ def build_catalog(spec: dict[str, Any]) -> Any:
             )
             for branch in branches
         ])
-    raise RuntimeError(f"{SPEC_ENV} must describe what to serve (mode folder or repo), got {spec!r}")
+    if mode == "versions":
+        from modelrepo.runtime.catalogs.versions import VersionsCatalog
+
+        return VersionsCatalog(spec["fetcher"], spec["versions_dir"], spec["branch"],
+                               max_cached=int(spec.get("max_cached") or 4), default_timeout=timeout)
+    raise RuntimeError(f"{SPEC_ENV} must describe what to serve (mode folder, repo or versions), got {spec!r}")
 
 
 _OPENAPI_MODEL_PATH = {

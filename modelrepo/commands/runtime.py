@@ -10,7 +10,12 @@ HELP = "serve one deployment folder over the REST contract (the runtime of a pod
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", required=True, help="the deployment folder (with metadata.yaml, source.py)")
+    parser.add_argument("--dir", help="the deployment folder (with metadata.yaml, source.py)")
+    parser.add_argument("--fetcher", metavar="URL",
+                        help="instead of --dir: serve every version of the branch's deployments on demand, "
+                             "folders fetched by the versions pod's fetcher at URL (needs --versions-dir, --branch)")
+    parser.add_argument("--versions-dir", help="with --fetcher: the volume the fetcher writes the folders to")
+    parser.add_argument("--max-cached", type=int, default=4, help="with --fetcher: versions loaded at once (least recently called go)")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--name", help="deployment name in the routes (default: the folder's name)")
@@ -34,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from modelrepo.cli import UserError
     from modelrepo.format import name_problem
 
+    if args.fetcher:
+        return serve_or_fail(versions_spec(args), args.host, args.port)
+    if not args.dir:
+        raise UserError("give --dir (one folder) or --fetcher (every version on demand)")
     folder = Path(args.dir).resolve()
     if not folder.is_dir():
         raise UserError(f"--dir {args.dir}: no such directory")
@@ -58,6 +67,22 @@ def run(args: argparse.Namespace) -> int:
         "max_body_bytes": args.max_body_bytes, "timeout": args.timeout,
     }
     return serve_or_fail(spec, args.host, args.port)
+
+
+def versions_spec(args: argparse.Namespace) -> dict[str, object]:
+    """The runtime spec of the versions pod (`--fetcher`)."""
+    from modelrepo.cli import UserError
+
+    if args.dir:
+        raise UserError("give --dir or --fetcher, not both")
+    if not args.versions_dir or not args.branch:
+        raise UserError("--fetcher needs --versions-dir and --branch")
+    if args.max_cached < 1:
+        raise UserError("--max-cached must be at least 1")
+    return {
+        "mode": "versions", "fetcher": args.fetcher, "versions_dir": args.versions_dir, "branch": args.branch,
+        "max_cached": args.max_cached, "max_body_bytes": args.max_body_bytes, "timeout": args.timeout,
+    }
 
 
 def serve_or_fail(spec: dict[str, object], host: str, port: int) -> int:

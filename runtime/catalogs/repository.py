@@ -13,13 +13,11 @@ a source.py that hangs at import is refused and a later commit is still picked u
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,15 +40,13 @@ from modelrepo.repository import (
     folder_trees,
 )
 from modelrepo.runtime.app import NotFound, NotReady
+from modelrepo.runtime.catalogs.ondemand import OnDemand, in_repository, retire, start_isolated
 from modelrepo.runtime.environments import Environments, Interpreter
-from modelrepo.runtime.isolation import DEFAULT_LOAD_TIMEOUT, IsolatedFunction, isolated_deployment
+from modelrepo.runtime.isolation import DEFAULT_LOAD_TIMEOUT
 from modelrepo.runtime.served import Served, answer_headers
 
 log = logging.getLogger("modelrepo.runtime")
 MAX_CACHED_OLD_VERSIONS = 8
-# Seconds a replaced version's worker lives on, so requests that resolved to it before the swap
-# still get their answer.
-SWAP_GRACE_SECONDS = 10.0
 
 
 class RepoCatalog:
@@ -81,10 +77,8 @@ class RepoCatalog:
         self._synced = False
         self._sync_error = ""
         self._archived: set[str] = set()
-        self._cache: OrderedDict[tuple[str, str], Served] = OrderedDict()  # event loop only
-        self._failed: dict[tuple[str, str], str] = {}
+        self._on_demand = OnDemand(self.load, max_cached)  # older versions (event loop only)
         self._refused: dict[str, str] = {}             # name -> newest commit that was refused
-        self._loading: dict[tuple[str, str], asyncio.Future[Served]] = {}
         # datasets/*.yaml of the branch head, each replaced only once its query works; the
         # results are cached on disk too, so worker processes (which inherit the env) share them.
         self.datasets_dir = self.cache_dir / "datasets"
@@ -103,10 +97,11 @@ class RepoCatalog:
     def stop(self) -> None:
         """Stop polling and every worker process."""
         self._stop.set()
-        for served in [*self._latest.values(), *self._cache.values()]:
+        for served in self._latest.values():
             close = getattr(served.function, "close", None)
             if close is not None:
                 close()
+        self._on_demand.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -249,27 +244,16 @@ class RepoCatalog:
             problem = self._dataset_problems.get(dataset)
             if problem and not (self.datasets_dir / f"{dataset}.yaml").exists():
                 raise DeploymentError(f"{deployment_path(name)}/source.py", problem)
-        label = f"{name} v{version.number} ({version.commit[:7]})"
         try:  # its environment: this Python, or a virtualenv built (once) for it
             interpreter = self.environments.interpreter(folder, name) if self.environments else Interpreter()
         except DeploymentError as exc:
             raise in_repository(exc, folder, name) from None
-        function = IsolatedFunction(
-            folder, label, memory_limit=self.memory_limit, load_timeout=self.load_timeout,
+        return start_isolated(
+            name, version, folder, memory_limit=self.memory_limit, load_timeout=self.load_timeout,
+            default_timeout=self.default_timeout,
             env={datasets.DIR_ENV: str(self.datasets_dir)},  # this branch's dataset definitions
             python=interpreter.python, pythonpath=interpreter.pythonpath, check_python=interpreter.check_python,
         )
-        try:
-            function.start()
-            kwargs: dict[str, Any] = {} if self.default_timeout is None else {"default_timeout": self.default_timeout}
-            return Served(name=name, number=version.number, commit=version.commit,
-                          loaded=isolated_deployment(folder, function), **kwargs)
-        except DeploymentError as exc:
-            function.close()
-            raise in_repository(exc, folder, name) from None
-        except BaseException:
-            function.close()
-            raise
 
     # -- requests (event loop) ---------------------------------------------------------------
     async def resolve(self, name: str, ref: str, branch: str | None = None) -> Served:
@@ -292,34 +276,7 @@ class RepoCatalog:
             raise NotFound(f"{name} has no version {ref} ({describe_range(versions)}, or a commit SHA prefix)")
         if latest is not None and latest.commit == version.commit:
             return latest
-        return await self._older(name, version)
-
-    async def _older(self, name: str, version: Version) -> Served:
-        key = (name, version.commit)
-        served = self._cache.get(key)
-        if served is not None:
-            self._cache.move_to_end(key)
-            return served
-        if key in self._failed:
-            raise NotReady(self._failed[key])
-        pending = self._loading.get(key)
-        if pending is None:
-            loop = asyncio.get_running_loop()
-            pending = self._loading[key] = loop.run_in_executor(None, self.load, name, version)
-        try:
-            served = await asyncio.shield(pending)
-        except DeploymentError as exc:
-            self._failed[key] = f"{name} v{version.number} ({version.commit[:7]}) cannot be served: {exc}"
-            raise NotReady(self._failed[key]) from None
-        finally:
-            self._loading.pop(key, None)
-        if key not in self._cache:
-            self._cache[key] = served
-            print(f"{name} v{version.number} ({version.commit[:7]}) loaded on demand", flush=True)
-            while len(self._cache) > self.max_cached:
-                _, evicted = self._cache.popitem(last=False)
-                retire(evicted)
-        return self._cache[key]
+        return await self._on_demand.get(name, version)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         latest = self._latest
@@ -361,17 +318,3 @@ def describe_definitions(found: Endpoints) -> str:
         parts += [f"alias {name}/{alias} -> {ref}" for alias, ref in sorted(table.items())]
     return "; ".join(parts) if parts else "no endpoints or aliases"
 
-
-def in_repository(exc: DeploymentError, folder: Path, name: str) -> DeploymentError:
-    """The same error naming the file as it is in the repository, not in the cache."""
-    where = Path(exc.path)
-    if where.is_relative_to(folder):
-        where = Path(deployment_path(name), where.relative_to(folder))
-    return DeploymentError(where, exc.problem)
-
-
-def retire(served: Served) -> None:
-    """Stop the worker of a version no longer served, once requests already sent to it are answered."""
-    close = getattr(served.function, "close", None)
-    if close is not None:
-        close(SWAP_GRACE_SECONDS)

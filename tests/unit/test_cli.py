@@ -7,7 +7,7 @@ import pytest
 from modelrepo.cli import COMMANDS
 
 # What a user types; each must be a command of its own, not a word in another command's help.
-EXPECTED = ["init", "clone", "validate", "versions", "list", "runtime", "serve", "operator", "fetch", "check", "call", "gateway"]
+EXPECTED = ["init", "clone", "validate", "versions", "list", "runtime", "serve", "operator", "fetch", "fetcher", "check", "call", "gateway"]
 
 
 def listed_commands(help_text: str) -> list[str]:
