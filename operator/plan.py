@@ -84,7 +84,8 @@ def make_plan(
     svc_by_child = {_name(s): s for s in services}
     wanted: set[str] = set()
     owners: dict[str, str] = {}
-    for key in sorted(folders):
+    # The first branch's folders first: in a name collision they keep the name they already have.
+    for key in sorted(folders, key=lambda k: (bool(folders[k].named_branch), folders[k].named_branch, k)):
         folder = folders[key]
         name = folder.name
         problem = name_problem(name)
