@@ -8,7 +8,13 @@ from modelrepo.format.endpoints import parse_files
 from modelrepo.operator.gateway import BranchRoutes, routing_table
 from modelrepo.operator.naming import child_name
 from modelrepo.operator.plan import make_plan, match_branches
-from modelrepo.operator.render import Folder, FolderSettings, RepoRef, render_deployment, render_service
+from modelrepo.operator.render import (
+    Folder,
+    FolderSettings,
+    RepoRef,
+    render_deployment,
+    render_service,
+)
 from modelrepo.operator.status import Observation, build_status, endpoint_entries
 from modelrepo.operator.webhooks import RepoTarget
 from modelrepo.runtime.gateway.routing import Table, decide
