@@ -112,15 +112,17 @@ def test_status_lists_each_branch_its_deployments_and_the_first_branch_commit():
 
 def test_endpoint_entries_resolve_latest_numbers_aliases_and_say_what_is_wrong():
     found, problems = parse_files({
-        "split.yaml": "backends: {n: {deployment: {name: A}, weight: 3}, o: {deployment: {name: A, version: official}}}\n"
+        "split.yaml": "backends: {n: {deployment: {name: A}, weight: 3}, o: {deployment: {name: A, version: official}},"
+                      " s: {deployment: {name: A, version: abababa}, weight: 0}, x: {deployment: {name: A, version: 9}}}\n"
                       "mirrors: {m: {deployment: {name: A, branch: staging}}}\n",
         "bad.yml": "backends: [1]\n",
         "aliases.yaml": "aliases: {A: {official: 1}}\n",
     })
-    folders = {("main", "A"): folder("A", "main", version=4), ("staging", "A"): folder("A", "staging", version=6)}
+    folders = {("main", "A"): folder("A", "main", commit="ab" * 20, version=4), ("staging", "A"): folder("A", "staging", version=6)}
     entries = endpoint_entries("main", found, problems, folders, {"main": found.aliases})
     split, bad = entries
-    assert [(b["key"], b["resolvedVersion"], b["weight"]) for b in split["backends"]] == [("n", 4, 3.0), ("o", 1, 1.0)]
+    assert [(b["key"], b.get("resolvedVersion"), b["weight"]) for b in split["backends"]] == [
+        ("n", 4, 3.0), ("o", 1, 1.0), ("s", 4, 0.0), ("x", None, 1.0)]  # SHA prefix of the head; no version 9
     assert split["mirrors"] == [{"key": "m", "deployment": "A", "branch": "staging", "version": "latest", "resolvedVersion": 6}]
     assert split["valid"] is True
     assert bad == {"name": "bad", "branch": "main", "file": "endpoints/bad.yml", "valid": False,
