@@ -385,9 +385,9 @@ def _branch_routes(run: _Sync, folders: dict[str, Folder]) -> list[Any]:
     read = {branch: _read_endpoints(run, sha) for branch, sha in run.heads.items()}
     aliases = {branch: found.aliases for branch, (found, _problems) in read.items()}
     routes, entries = [], []
-    for index, (branch, (found, problems)) in enumerate(read.items()):
+    for branch, (found, problems) in read.items():
         names = {name for (b, name) in by_branch if b == branch}
-        on = f" on branch {branch}" if index else ""
+        on = "" if branch == run.repo.first_branch else f" on branch {branch}"
         for filename, problem in [*problems, *cross_problems(found, names)]:
             run.event("Warning", "InvalidEndpoint", f"{ENDPOINTS_DIR}/{filename}{on}: {problem}")
         entries += endpoint_entries(branch, found, problems, by_branch, aliases)
