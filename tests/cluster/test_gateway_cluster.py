@@ -167,3 +167,8 @@ def test_one_url_for_both_branches_split_mirror_alias_and_keys(kube, operator, n
     wait_until(lambda: gw.answers("/v1/Scale/official", 5, 20, "2"), 60, "the alias moved to version 2")
     assert kube.status("gw")["commit"] == third and third != second
     assert model_pod_uids(kube, "gw") == pods
+    # What a user sees (shown with `pytest -rP`; docs/operator.md quotes it).
+    print(kube.kubectl("get", "mr", "gw"))
+    print(kube.kubectl("get", "deploy,svc", "-L", "modelrepo.dev/branch"))
+    print(kube.kubectl("get", "mr", "gw", "-o", "yaml"))
+    print(versions, copies, gw.call("/v1/split/latest", 5))
