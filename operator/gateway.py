@@ -3,7 +3,7 @@
 One Deployment + Service `<repo>-gateway` per ModelRepo runs `modelrepo gateway`, routing
 `/v1/<name>[/<branch>]/<ref>` to the per-deployment Services (which stay). Its routing table
 is the ConfigMap `<repo>-gateway` (key `gateway.json`), written on every sync from the
-deployed folders and the `endpoints/` folder at the synced commit. The gateway rereads the
+deployed folders of every followed branch and each branch's `endpoints/` folder at its head. The gateway rereads the
 mounted file every second, and the operator annotates the gateway's pods with the table's
 hash so the kubelet refreshes the mount at once: a push that changes an endpoint or an alias
 reroutes within seconds and restarts no pod (not the gateway's, not a model's).
@@ -17,13 +17,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from modelrepo.operator.keys import GROUP, MANAGED_BY
-from modelrepo.operator.naming import child_name, gateway_child_name, label_value
+from modelrepo.operator.naming import gateway_child_name, label_value
 from modelrepo.operator.policy import POLICY, PodPolicy
-from modelrepo.operator.render import RUNTIME_UID, Folder, RepoRef, owner_reference
-from modelrepo.operator.versions import on_demand_table
+from modelrepo.operator.render import RUNTIME_UID, Folder, RepoRef, owner_reference, service_base
 
 GATEWAY_PORT = 8080
 CONFIG_KEY = "gateway.json"
@@ -43,19 +44,42 @@ def gateway_labels(repo: RepoRef) -> dict[str, str]:
     return {"app.kubernetes.io/name": "modelrepo-gateway", **MANAGED_BY, LABEL_GATEWAY: label_value(repo.name)}
 
 
-def routing_table(repo: RepoRef, folders: dict[str, Folder], definitions: dict[str, Any]) -> dict[str, Any]:
-    """What `modelrepo gateway --config` reads: branches, upstreams (the folder Services), endpoints/aliases,
-    and per branch the versions Service answering any version no upstream runs (operator/versions.py)."""
-    port = int(repo.service.get("port") or 80)
-    suffix = "" if port == 80 else f":{port}"
-    branch = repo.ref
+@dataclass(frozen=True)
+class BranchRoutes:
+    """What the gateway routes on one branch: its running folders, its `endpoints/` definitions
+    (Endpoints.to_json()) and, when there is one, the base URL of a runtime serving any version."""
+
+    branch: str
+    folders: Sequence[Folder]
+    definitions: dict[str, Any]
+    on_demand: str | None = None
+
+
+def branch_table(repo: RepoRef, routes: BranchRoutes) -> dict[str, Any]:
+    """One branch's part of the table: upstreams (its folders' Services), definitions, onDemand."""
     upstreams = [
-        {"name": f.name, "branch": branch, "version": f.version, "commit": f.commit, "latest": True,
-         "url": f"http://{child_name(repo.name, f.name)}.{repo.namespace}.svc{suffix}"}
-        for f in sorted(folders.values(), key=lambda f: f.name)
+        {"name": f.name, "branch": routes.branch, "version": f.version, "commit": f.commit, "latest": True,
+         "url": service_base(repo, f.name, f.named_branch)}
+        for f in sorted(routes.folders, key=lambda f: f.name)
     ]
-    return {"branches": [branch], "upstreams": upstreams, "definitions": {branch: definitions},
-            "onDemand": on_demand_table(repo, [branch])}
+    part: dict[str, Any] = {"upstreams": upstreams, "definitions": routes.definitions}
+    if routes.on_demand:
+        part["onDemand"] = routes.on_demand
+    return part
+
+
+def routing_table(repo: RepoRef, branches: Sequence[BranchRoutes]) -> dict[str, Any]:
+    """What `modelrepo gateway --config` reads: every branch (the first is the default of
+    `/v1/<name>/<ref>`), with its upstreams, endpoints/aliases and on-demand runtime."""
+    table: dict[str, Any] = {"branches": [], "upstreams": [], "definitions": {}}
+    for routes in branches:
+        part = branch_table(repo, routes)
+        table["branches"].append(routes.branch)
+        table["upstreams"] += part["upstreams"]
+        table["definitions"][routes.branch] = part["definitions"]
+        if "onDemand" in part:
+            table.setdefault("onDemand", {})[routes.branch] = part["onDemand"]
+    return table
 
 
 def table_hash(table: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from modelrepo.git import (
 
 __all__ = [
     "Credentials", "GitError", "check_credentials", "ensure_cache", "export_folder", "export_folders",
-    "fetch", "has_commit", "ls_remote", "prefetch_blobs", "sparse_checkout",
+    "fetch", "has_commit", "ls_remote", "ls_remote_heads", "prefetch_blobs", "sparse_checkout",
 ]
 
 
@@ -52,6 +52,20 @@ def ls_remote(url: str, ref: str, creds: Credentials | None = None) -> str:
         if name in refs:
             return refs[name]
     raise GitError(f"no branch or tag {ref!r} in {redact_url(url)}")
+
+
+def ls_remote_heads(url: str, creds: Credentials | None = None) -> dict[str, str]:
+    """Every branch of the remote and its head commit, with one `git ls-remote --heads`
+    (spec.branches: names and patterns are matched against these)."""
+    check_credentials(url, creds)
+    with environment(creds, url) as env:
+        out = run(["ls-remote", "--heads", "--", url], env=env, creds=creds)
+    heads: dict[str, str] = {}
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        if name.startswith("refs/heads/") and SHA_RE.match(sha):
+            heads[name.removeprefix("refs/heads/")] = sha
+    return heads
 
 
 def ensure_cache(cache: Path, url: str) -> Path:
@@ -83,7 +97,7 @@ def fetch(cache: Path, url: str, sha: str, creds: Credentials | None = None, ref
         return
     check_credentials(url, creds)
     with environment(creds, url) as env:
-        wants = [f"+refs/heads/{ref}:refs/modelrepo/branch"] if ref and not SHA_RE.match(ref) else []
+        wants = [f"+refs/heads/{ref}:refs/modelrepo/branches/{ref}"] if ref and not SHA_RE.match(ref) else []
         try:
             run(["fetch", "-q", "--no-tags", "--filter=blob:none", "origin", *(wants or [sha])], cwd=cache, env=env, creds=creds)
         except GitError:

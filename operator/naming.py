@@ -13,12 +13,15 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LEN]
 
 
-def child_name(repo: str, deployment: str) -> str:
-    """`<repo>-<name>` lowercased with `_` -> `-`; cut to 63 characters with a hash suffix.
+def child_name(repo: str, deployment: str, branch: str = "") -> str:
+    """`<repo>-<name>` (or `<repo>-<branch>-<name>`) lowercased, `_` and `/` -> `-`; cut to 63
+    characters with a hash suffix of the full text.
 
     The result is a valid DNS-1035 label, usable for both the Deployment and the Service.
+    `branch` is given for the branches of `spec.branches` after the first: the first branch's
+    children keep the names they had before branches existed.
     """
-    full = f"{repo}-{deployment}"
+    full = f"{repo}-{branch}-{deployment}" if branch else f"{repo}-{deployment}"
     name = re.sub(r"[^a-z0-9-]", "-", full.lower().replace("_", "-"))
     name = re.sub(r"-{2,}", "-", name).strip("-")
     if not name or not name[0].isalpha():

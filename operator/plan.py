@@ -14,22 +14,39 @@ from typing import Any
 
 from modelrepo.format import deployment_path, name_problem
 from modelrepo.operator.keys import ANN_CONFIG, ANN_TREE
-from modelrepo.operator.naming import child_name, gateway_child_name
-from modelrepo.operator.render import Folder
+from modelrepo.operator.naming import gateway_child_name
+from modelrepo.operator.render import Folder, folder_child, is_pattern
 
 
 @dataclass
 class Plan:
     apply: list[Folder] = field(default_factory=list)  # new, or tree/settings changed
     unchanged: list[Folder] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)  # folder names whose Service is missing/stale
+    services: list[str] = field(default_factory=list)  # folder keys whose Service is missing/stale
     prune: list[str] = field(default_factory=list)  # child names (Deployment and Service) to delete
-    invalid: dict[str, str] = field(default_factory=dict)  # folder name -> problem
-    archived: list[str] = field(default_factory=list)  # folders with Modelbit's .archived marker
+    invalid: dict[str, str] = field(default_factory=dict)  # folder key -> problem
+    archived: list[str] = field(default_factory=list)  # folder keys with Modelbit's .archived marker
 
     @property
     def changes(self) -> bool:
         return bool(self.apply or self.services or self.prune)
+
+
+def match_branches(entries: Iterable[str], heads: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """spec.branches against the remote's branches (name -> commit): the followed branches in
+    order (names as listed, each pattern's matches sorted, each branch once) with their commits,
+    and the listed names the remote does not have."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for entry in entries:
+        if is_pattern(entry):
+            for branch in sorted(b for b in heads if fnmatch.fnmatchcase(b, entry)):
+                found.setdefault(branch, heads[branch])
+        elif entry in heads:
+            found.setdefault(entry, heads[entry])
+        else:
+            missing.append(entry)
+    return found, missing
 
 
 def selected(name: str, include: Iterable[str] | None, exclude: Iterable[str] | None) -> bool:
@@ -59,35 +76,36 @@ def make_plan(
     config_hash: str = "",
     archived: Collection[str] = (),
 ) -> Plan:
-    """Archived folders are neither applied nor kept: their children are pruned."""
+    """`folders` by key (Folder.key), of every followed branch: child names are checked for
+    collisions across branches. Archived folders (keys) are neither applied nor kept: their
+    children are pruned."""
     plan = Plan()
     by_child = {_name(d): d for d in deployments}
     svc_by_child = {_name(s): s for s in services}
     wanted: set[str] = set()
     owners: dict[str, str] = {}
-    for name in sorted(folders):
-        folder = folders[name]
+    # The first branch's folders first: in a name collision they keep the name they already have.
+    for key in sorted(folders, key=lambda k: (bool(folders[k].named_branch), folders[k].named_branch, k)):
+        folder = folders[key]
+        name = folder.name
         problem = name_problem(name)
         if problem:
-            plan.invalid[name] = f"{deployment_path(name)}: {problem} (a Python identifier)"
+            plan.invalid[key] = f"{deployment_path(name)}: {problem} (a Python identifier)"
             continue
         if not selected(name, include, exclude):
             continue
-        if name in archived:
-            plan.archived.append(name)
+        if key in archived:
+            plan.archived.append(key)
             continue
-        child = child_name(repo_name, name)
+        child = folder_child(repo_name, folder)
+        where = deployment_path(name) + (f" on branch {folder.branch}" if folder.named_branch else "")
         if child == gateway_child_name(repo_name):
-            plan.invalid[name] = (
-                f"{deployment_path(name)}: its Kubernetes name {child!r} is the workspace gateway's; rename the folder"
-            )
+            plan.invalid[key] = f"{where}: its Kubernetes name {child!r} is the workspace gateway's; rename the folder"
             continue
         if child in owners:
-            plan.invalid[name] = (
-                f"{deployment_path(name)}: its Kubernetes name {child!r} collides with {deployment_path(owners[child])}; rename one"
-            )
+            plan.invalid[key] = f"{where}: its Kubernetes name {child!r} collides with {owners[child]}; rename one"
             continue
-        owners[child] = name
+        owners[child] = where
         wanted.add(child)
         current = by_child.get(child)
         ann = _annotations(current) if current else {}
@@ -97,7 +115,7 @@ def make_plan(
             plan.unchanged.append(folder)
         svc = svc_by_child.get(child)
         if svc is None or _annotations(svc).get(ANN_CONFIG) != config_hash:
-            plan.services.append(name)
+            plan.services.append(key)
     stale = (set(by_child) | set(svc_by_child)) - wanted
     plan.prune = sorted(stale)
     return plan

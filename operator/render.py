@@ -17,6 +17,7 @@ from typing import Any
 from modelrepo.format import deployment_path
 from modelrepo.git import strip_credentials
 from modelrepo.operator.keys import (
+    ANN_BRANCH,
     ANN_COMMIT,
     ANN_CONFIG,
     ANN_NAME,
@@ -24,6 +25,7 @@ from modelrepo.operator.keys import (
     ANN_VERSION,
     API_VERSION,
     KIND,
+    LABEL_BRANCH,
     LABEL_COMMIT,
     LABEL_DEPLOYMENT,
     LABEL_REPO,
@@ -61,6 +63,7 @@ class RepoRef:
     service: dict[str, Any] = field(default_factory=dict)
     warehouses_secret: str | None = None
     secrets: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (Secret name, deployment globs)
+    branches: tuple[str, ...] = ()  # spec.branches: names and globs (instead of branch/revision)
 
     @classmethod
     def from_body(cls, body: Any) -> RepoRef:
@@ -77,6 +80,7 @@ class RepoRef:
             service=dict(spec.get("service") or {}),
             warehouses_secret=(spec.get("warehousesSecretRef") or {}).get("name"),
             secrets=tuple((s["name"], tuple(s.get("deployments") or ["*"])) for s in spec.get("secrets") or []),
+            branches=tuple(str(b) for b in spec.get("branches") or ()),
         )
 
     @property
@@ -85,7 +89,18 @@ class RepoRef:
 
     @property
     def ref(self) -> str:
-        return self.branch or self.revision or "main"
+        """The branch or revision followed; with spec.branches, its first entry."""
+        return self.branch or self.revision or (self.branches[0] if self.branches else "main")
+
+    @property
+    def first_branch(self) -> str | None:
+        """The branch whose children keep the names they had before spec.branches existed:
+        spec.branch (or the revision), or the first entry of spec.branches when it is a name,
+        not a pattern (with a pattern first, every child's name carries its branch, so that a
+        new branch sorting first renames nothing)."""
+        if not self.branches:
+            return self.ref
+        return None if is_pattern(self.branches[0]) else self.branches[0]
 
     def config_hash(self, policy: PodPolicy = POLICY) -> str:
         """Hash of every repository-level input of the rendering: a change rolls every child."""
@@ -98,15 +113,47 @@ class RepoRef:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def is_pattern(branch: str) -> bool:
+    """A spec.branches entry that is a glob (`release-*`), resolved against the remote's branches."""
+    return any(c in branch for c in "*?[")
+
+
 @dataclass(frozen=True)
 class Folder:
-    """One deployment folder at the synced commit."""
+    """One deployment folder at the synced commit of one branch."""
 
     name: str
     tree: str
     commit: str  # the newest commit that changed this folder
-    version: int
+    version: int  # counted on this branch's first-parent history
     datasets_commit: str = ""  # the newest commit that changed datasets/ ("" = take them from `commit`)
+    branch: str = ""  # the branch it is on ("" = spec.revision, or not known)
+    branch_in_name: bool = False  # a branch after the first: its children's names carry it
+
+    @property
+    def named_branch(self) -> str:
+        """The branch as part of the children's names and selector ("" for the first branch)."""
+        return self.branch if self.branch_in_name else ""
+
+    @property
+    def key(self) -> str:
+        """What the sync keys this folder by: its name on the first branch, `<branch>/<name>` on others."""
+        return folder_key(self.name, self.named_branch)
+
+
+def folder_key(name: str, named_branch: str = "") -> str:
+    return f"{named_branch}/{name}" if named_branch else name
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(named branch or "", folder name) of a folder key (folder names never hold a `/`)."""
+    branch, _, name = key.rpartition("/")
+    return branch, name
+
+
+def folder_child(repo_name: str, folder: Folder) -> str:
+    """The name of the Deployment and Service serving `folder`."""
+    return child_name(repo_name, folder.name, folder.named_branch)
 
 
 @dataclass(frozen=True)
@@ -130,15 +177,27 @@ def owner_reference(repo: RepoRef) -> dict[str, Any]:
     }
 
 
-def selector_labels(repo: RepoRef, folder_name: str) -> dict[str, str]:
-    """Immutable selector: never includes the commit."""
-    return {**MANAGED_BY, LABEL_REPO: label_value(repo.name), LABEL_DEPLOYMENT: label_value(folder_name)}
+def selector_labels(repo: RepoRef, folder_name: str, branch: str = "") -> dict[str, str]:
+    """Immutable selector: never includes the commit.
+
+    `branch` (a branch after the first) adds `modelrepo.dev/branch` and makes the deployment
+    label `<Name>.<branch>`: the first branch's selectors predate branches, and a superset of
+    their labels would put another branch's pods behind the first branch's Services."""
+    if not branch:
+        return {**MANAGED_BY, LABEL_REPO: label_value(repo.name), LABEL_DEPLOYMENT: label_value(folder_name)}
+    return {**MANAGED_BY, LABEL_REPO: label_value(repo.name),
+            LABEL_DEPLOYMENT: label_value(f"{folder_name}.{branch}"), LABEL_BRANCH: label_value(branch)}
 
 
-def service_url(repo: RepoRef, folder_name: str) -> str:
+def service_base(repo: RepoRef, folder_name: str, branch: str = "") -> str:
+    """http://<child>.<namespace>.svc[:port]: the Service of one folder (of a branch after the first)."""
     port = int(repo.service.get("port") or 80)
-    host = f"{child_name(repo.name, folder_name)}.{repo.namespace}.svc"
-    return f"http://{host}{'' if port == 80 else f':{port}'}/v1/{folder_name}/latest"
+    host = f"{child_name(repo.name, folder_name, branch)}.{repo.namespace}.svc"
+    return f"http://{host}{'' if port == 80 else f':{port}'}"
+
+
+def service_url(repo: RepoRef, folder_name: str, branch: str = "") -> str:
+    return f"{service_base(repo, folder_name, branch)}/v1/{folder_name}/latest"
 
 
 def _resources(settings: FolderSettings, repo: RepoRef, policy: PodPolicy) -> dict[str, Any]:
@@ -230,8 +289,9 @@ def _fetch_container(pod: _Pod) -> dict[str, Any]:
         "fetch", "--url", strip_credentials(repo.url), "--commit", folder.commit,
         "--path", deployment_path(folder.name), "--dest", MODEL_DIR,
     ]
-    if repo.branch:
-        args += ["--ref", repo.branch]
+    ref = folder.branch or repo.branch
+    if ref:
+        args += ["--ref", ref]
     if folder.datasets_commit and folder.datasets_commit != folder.commit:
         args += ["--datasets-at", folder.datasets_commit]
     mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "git-tmp", "mountPath": "/tmp"}]
@@ -326,7 +386,14 @@ def render_deployment(
         env=_env(folder, settings, repo), resources=_resources(settings, repo, policy),
     )
     replicas = settings.replicas if settings.replicas is not None else repo.runtime.get("replicas", 1)
-    labels = {**selector_labels(repo, folder.name), LABEL_COMMIT: folder.commit}
+    selector = selector_labels(repo, folder.name, folder.named_branch)
+    labels = {**selector, LABEL_COMMIT: folder.commit}
+    annotations = {
+        ANN_NAME: folder.name, ANN_COMMIT: folder.commit, ANN_TREE: folder.tree,
+        ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(policy),
+    }
+    if folder.named_branch:
+        annotations[ANN_BRANCH] = folder.branch
     pod_spec = _pod_spec(pod)
     if settings.gpu:
         _add_gpu(pod_spec, settings.gpu)
@@ -336,19 +403,16 @@ def render_deployment(
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": child_name(repo.name, folder.name),
+            "name": folder_child(repo.name, folder),
             "namespace": repo.namespace,
             "labels": labels,
-            "annotations": {
-                ANN_NAME: folder.name, ANN_COMMIT: folder.commit, ANN_TREE: folder.tree,
-                ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(policy),
-            },
+            "annotations": annotations,
             "ownerReferences": [owner_reference(repo)],
         },
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector_labels(repo, folder.name)},
+            "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": labels, "annotations": {ANN_COMMIT: folder.commit}},
@@ -358,21 +422,24 @@ def render_deployment(
     }
 
 
-def render_service(repo: RepoRef, folder_name: str) -> dict[str, Any]:
-    """The Service in front of one deployment's pods."""
+def render_service(repo: RepoRef, folder_name: str, branch: str = "") -> dict[str, Any]:
+    """The Service in front of one deployment's pods (`branch`: a branch after the first)."""
+    annotations = {ANN_NAME: folder_name, ANN_CONFIG: repo.config_hash()}
+    if branch:
+        annotations[ANN_BRANCH] = branch
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": child_name(repo.name, folder_name),
+            "name": child_name(repo.name, folder_name, branch),
             "namespace": repo.namespace,
-            "labels": selector_labels(repo, folder_name),
-            "annotations": {ANN_NAME: folder_name, ANN_CONFIG: repo.config_hash()},
+            "labels": selector_labels(repo, folder_name, branch),
+            "annotations": annotations,
             "ownerReferences": [owner_reference(repo)],
         },
         "spec": {
             "type": repo.service.get("type") or "ClusterIP",
-            "selector": selector_labels(repo, folder_name),
+            "selector": selector_labels(repo, folder_name, branch),
             "ports": [{
                 "name": "http", "port": int(repo.service.get("port") or 80),
                 "targetPort": "http", "protocol": "TCP",

@@ -7,14 +7,16 @@ states, so `Degraded` names the deployment and the pod's reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from modelrepo.format import names_version
+from modelrepo.format.endpoints import Endpoint, Endpoints, Target, cross_problems
 from modelrepo.operator.keys import ANN_COMMIT, ANN_VERSION, LABEL_COMMIT
 from modelrepo.operator.naming import child_name
-from modelrepo.operator.render import Folder, RepoRef, service_url
+from modelrepo.operator.render import Folder, RepoRef, service_url, split_key
 
 CONDITION_TYPES = ("Ready", "SourceReady", "Progressing", "Degraded")
 _BAD_WAITING = {
@@ -125,7 +127,9 @@ class Observation:
     source_reason: str = "FetchFailed"  # SourceReady's reason while source_error is set
     previous: Mapping[str, Any] = field(default_factory=dict)  # the current status
     archived: Iterable[str] = ()  # folders with Modelbit's .archived marker: listed, not served
-    builds: Mapping[str, str] = field(default_factory=dict)  # folder -> building / built <digest> / build failed: ...
+    builds: Mapping[str, str] = field(default_factory=dict)  # folder key -> building / built <digest> / build failed: ...
+    branches: Sequence[tuple[str, str]] = ()  # (branch, synced commit) of every followed branch, first first
+    endpoints: Sequence[Mapping[str, Any]] | None = None  # endpoint_entries of every branch; None: keep the previous
 
 
 def _pods_of(pods: list[Mapping[str, Any]], child: str, deploy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -144,12 +148,24 @@ class _Health:
     progressing: list[str] = field(default_factory=list)
 
 
-def _deployment_entry(obs: Observation, name: str, deploy: Mapping[str, Any] | None,
+def _branch_of(obs: Observation, key: str) -> str:
+    """The branch a folder key is on (its real name, also for the first branch)."""
+    folder = obs.folders.get(key)
+    if folder is not None and folder.branch:
+        return folder.branch
+    named, _name = split_key(key)
+    return named or obs.repo.first_branch or obs.repo.ref
+
+
+def _deployment_entry(obs: Observation, key: str, deploy: Mapping[str, Any] | None,
                       pods: list[Mapping[str, Any]], health: _Health) -> dict[str, Any]:
     """One entry of status.deployments; notes its trouble or progress in `health`."""
-    folder = obs.folders.get(name)
-    entry: dict[str, Any] = {"name": name, "url": service_url(obs.repo, name)}
-    problem = obs.invalid.get(name)
+    folder = obs.folders.get(key)
+    named, name = split_key(key)
+    branch = _branch_of(obs, key)
+    entry: dict[str, Any] = {"name": name, "branch": branch, "url": service_url(obs.repo, name, named)}
+    label = name if not named else f"{name} (branch {branch})"
+    problem = obs.invalid.get(key)
     if deploy is not None:
         ann = deploy["metadata"].get("annotations") or {}
         st = deploy.get("status") or {}
@@ -165,20 +181,20 @@ def _deployment_entry(obs: Observation, name: str, deploy: Mapping[str, Any] | N
             problem = deployment_problem(deploy, _pods_of(pods, deploy["metadata"]["name"], deploy))
         if problem:
             serving = f" (serving version {entry['version']})" if entry["readyReplicas"] else ""
-            health.degraded.append(f"{name}: {problem}{serving}")
+            health.degraded.append(f"{label}: {problem}{serving}")
         elif not entry["ready"]:
-            health.progressing.append(name)
+            health.progressing.append(label)
     else:
         entry.update(ready=False, replicas=0, readyReplicas=0)
         if folder is not None:
             entry.update(version=folder.version, commit=folder.commit)
         if problem:
-            health.degraded.append(f"{name}: {problem}")
+            health.degraded.append(f"{label}: {problem}")
         else:
-            health.progressing.append(name)
+            health.progressing.append(label)
     # A build's state (building, built <digest>) is the message while nothing is wrong; in
     # the existing field, so that an operator newer than the installed CRD still writes status.
-    entry["message"] = _short(problem or obs.builds.get(name, ""))
+    entry["message"] = _short(problem or obs.builds.get(key, ""))
     return entry
 
 
@@ -219,14 +235,16 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
     health = _Health()
     archived = set(obs.archived)
     entries: list[dict[str, Any]] = []
-    for name in sorted(set(obs.folders) | set(obs.invalid)):
-        if name in archived and name not in obs.invalid:
-            entries.append({"name": name, "ready": False, "replicas": 0, "readyReplicas": 0,
-                            "message": "archived"})
+    served = 0
+    for key in _ordered_keys(obs):
+        if key in archived and key not in obs.invalid:
+            entries.append({"name": split_key(key)[1], "branch": _branch_of(obs, key), "ready": False,
+                            "replicas": 0, "readyReplicas": 0, "message": "archived"})
             continue
-        entries.append(_deployment_entry(obs, name, by_child.get(child_name(obs.repo.name, name)), pods, health))
+        served += 1
+        named, name = split_key(key)
+        entries.append(_deployment_entry(obs, key, by_child.get(child_name(obs.repo.name, name, named)), pods, health))
     ready_count = sum(1 for e in entries if e.get("ready"))
-    served = len([e for e in entries if e["name"] not in archived or e["name"] in obs.invalid])
     status: dict[str, Any] = {
         "observedGeneration": obs.generation,
         "ready": f"{ready_count}/{served}",
@@ -236,10 +254,75 @@ def build_status(obs: Observation, now: str | None = None) -> dict[str, Any]:
     if obs.commit:
         status["commit"] = obs.commit
         status["shortCommit"] = obs.commit[:7]
+    branches = [{"name": b, "commit": c} for b, c in obs.branches] or obs.previous.get("branches")
+    if branches:
+        status["branches"] = list(branches)
+    endpoints = obs.endpoints if obs.endpoints is not None else obs.previous.get("endpoints")
+    if endpoints:
+        status["endpoints"] = list(endpoints)
     last = obs.previous.get("lastSyncTime")
     if last:
         status["lastSyncTime"] = last
     return status
+
+
+def _ordered_keys(obs: Observation) -> list[str]:
+    """Folder keys, the first branch's first, then by branch and name."""
+    def order(key: str) -> tuple[bool, str, str]:
+        named, name = split_key(key)
+        return (bool(named), named, name)
+
+    return sorted(set(obs.folders) | set(obs.invalid), key=order)
+
+
+def _resolve(target: Target, branch: str, folders: Mapping[tuple[str, str], Folder],
+             aliases: Mapping[str, Mapping[str, Mapping[str, str]]]) -> dict[str, Any]:
+    """One backend or mirror: what the file says and the running version it names (when known)."""
+    branch = target.branch or branch
+    entry: dict[str, Any] = {"deployment": target.name, "branch": branch, "version": target.version}
+    folder = folders.get((branch, target.name))
+    ref = aliases.get(branch, {}).get(target.name, {}).get(target.version, target.version)
+    if folder is None:
+        return entry
+    if names_version(ref, folder.version, folder.commit, is_latest=True):
+        entry["resolvedVersion"] = folder.version
+    elif ref.isdigit() and 1 <= int(ref) <= folder.version:
+        entry["resolvedVersion"] = int(ref)
+    return entry
+
+
+def endpoint_entries(
+    branch: str, found: Endpoints, problems: Iterable[tuple[str, str]],
+    folders: Mapping[tuple[str, str], Folder], aliases: Mapping[str, Mapping[str, Mapping[str, str]]],
+) -> list[dict[str, Any]]:
+    """status.endpoints of one branch: every endpoint file with its backends resolved, or why it is invalid.
+
+    `problems`: (file name under endpoints/, problem) of the files that did not parse; the
+    problems only the whole branch can show (a backend naming no deployment) are added here.
+    `folders`: (branch, name) -> Folder of every followed branch; `aliases`: branch -> Name -> alias -> ref."""
+    names = {name for (b, name) in folders if b == branch}
+    by_file: dict[str, list[str]] = {}
+    for filename, problem in [*problems, *cross_problems(found, names)]:
+        by_file.setdefault(filename, []).append(problem)
+    entries: list[dict[str, Any]] = []
+    for name, endpoint in sorted(found.endpoints.items()):
+        entries.append(_endpoint_entry(branch, endpoint, by_file.pop(f"{name}.yaml", []), folders, aliases))
+    for filename, messages in sorted(by_file.items()):
+        if filename.rsplit(".", 1)[0] in found.endpoints or filename.startswith("aliases."):
+            continue  # a .yml endpoint (already listed) or the aliases file (not an endpoint)
+        entries.append({"name": filename.rsplit(".", 1)[0], "branch": branch, "file": f"endpoints/{filename}",
+                        "valid": False, "message": _short("; ".join(messages))})
+    return entries
+
+
+def _endpoint_entry(branch: str, endpoint: Endpoint, messages: list[str],
+                    folders: Mapping[tuple[str, str], Folder],
+                    aliases: Mapping[str, Mapping[str, Mapping[str, str]]]) -> dict[str, Any]:
+    backends = [{"key": b.key, **_resolve(b.target, branch, folders, aliases), "weight": b.weight}
+                for b in endpoint.backends]
+    mirrors = [{"key": key, **_resolve(t, branch, folders, aliases)} for key, t in endpoint.mirrors]
+    return {"name": endpoint.name, "branch": branch, "file": f"endpoints/{endpoint.name}.yaml",
+            "valid": not messages, "message": _short("; ".join(messages)), "backends": backends, "mirrors": mirrors}
 
 
 def same_status(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -40,8 +40,9 @@ LABEL_VERSIONS = f"{GROUP}/versions"
 
 
 def versions_name(repo: RepoRef, branch: str) -> str:
-    """`<repo>-versions` for the ModelRepo's first branch, `<repo>-<branch>-versions` for others."""
-    return versions_child_name(repo.name, None if branch == repo.ref else branch)
+    """`<repo>-versions` for the ModelRepo's first branch (see RepoRef.first_branch), `<repo>-<branch>-versions`
+    for others."""
+    return versions_child_name(repo.name, None if branch == repo.first_branch else branch)
 
 
 def versions_labels(repo: RepoRef, branch: str) -> dict[str, str]:
@@ -53,11 +54,6 @@ def versions_url(repo: RepoRef, branch: str) -> str:
     """The base URL the gateway's table gives as the branch's `onDemand` runtime."""
     port = int(repo.service.get("port") or 80)
     return f"http://{versions_name(repo, branch)}.{repo.namespace}.svc{'' if port == 80 else f':{port}'}"
-
-
-def on_demand_table(repo: RepoRef, branches: list[str]) -> dict[str, str]:
-    """The routing table's `onDemand`: per branch, the versions Service that serves any version."""
-    return {branch: versions_url(repo, branch) for branch in branches}
 
 
 def _fetcher(repo: RepoRef, branch: str, image: str, pull: str, policy: PodPolicy) -> dict[str, Any]:

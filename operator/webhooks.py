@@ -39,6 +39,7 @@ Answers: no signature header `401` (checked before the body is read); body over 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import functools
 import hashlib
 import hmac
@@ -83,6 +84,13 @@ class RepoTarget:
     branch: str | None
     secret: bytes | SecretSource | None
     suspended: bool = False
+    branches: tuple[str, ...] = ()  # spec.branches: names and globs
+
+    def follows(self, branch: str | None) -> bool:
+        """Does a push to `branch` concern this ModelRepo (spec.branch, or a spec.branches name or glob)?"""
+        if branch is None:
+            return False
+        return branch == self.branch or any(fnmatch.fnmatchcase(branch, b) for b in self.branches)
 
 
 ListTargets = Callable[[], "Iterable[RepoTarget] | Awaitable[Iterable[RepoTarget]]"]
@@ -150,7 +158,7 @@ def match_targets(
     """The ModelRepos following `branch` of a repository known by any of `urls`."""
     if branch is None:
         return []
-    return [t for t in same_repository(targets, urls) if t.branch == branch]
+    return [t for t in same_repository(targets, urls) if t.follows(branch)]
 
 
 # ---------------------------------------------------------------- signatures
@@ -377,7 +385,7 @@ class _Receiver:
         if ping:
             log.info("webhook %s %s: ping verified for %s", provider, delivery, ", ".join(names))
             return _answer(200, status="pong", matched=names)
-        following = [t for t in verified if push.branch is not None and t.branch == push.branch]
+        following = [t for t in verified if t.follows(push.branch)]
         if not following:
             reason = (
                 f"no ModelRepo whose webhookSecret verifies this push follows branch {push.branch!r}"
@@ -541,7 +549,7 @@ def targets_from_modelrepos(
         targets.append(
             RepoTarget(
                 namespace, name, spec.get("url", ""), spec.get("branch"), source,
-                suspended=bool(spec.get("suspend")),
+                suspended=bool(spec.get("suspend")), branches=tuple(spec.get("branches") or ()),
             )
         )
     return targets

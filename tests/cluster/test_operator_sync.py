@@ -117,8 +117,10 @@ def test_include_and_exclude_globs(kube, operator, node_git_servers, node_model_
 
 def test_crd_rejects_invalid_specs(kube, modelrepo_crd):
     bad = {
-        "both branch and revision": ({"url": "https://h/r.git", "branch": "main", "revision": "v1"}, "exactly one of spec.branch and spec.revision"),
-        "neither": ({"url": "https://h/r.git"}, "exactly one of spec.branch and spec.revision"),
+        "both branch and revision": ({"url": "https://h/r.git", "branch": "main", "revision": "v1"}, "exactly one of spec.branch, spec.branches and spec.revision"),
+        "branch and branches": ({"url": "https://h/r.git", "branch": "main", "branches": ["main"]}, "exactly one of spec.branch, spec.branches and spec.revision"),
+        "neither": ({"url": "https://h/r.git"}, "exactly one of spec.branch, spec.branches and spec.revision"),
+        "empty branches": ({"url": "https://h/r.git", "branches": []}, "should have at least 1 items|must have at least 1 items"),
         "interval too short": ({"url": "https://h/r.git", "branch": "main", "interval": "1s"}, "between 5s and 24h"),
         "interval too long": ({"url": "https://h/r.git", "branch": "main", "interval": "25h"}, "between 5s and 24h"),
         "bad scheme": ({"url": "ftp://h/r.git", "branch": "main"}, "spec.url must start with"),

@@ -47,7 +47,7 @@ def test_all_rolled_out_is_ready():
     assert cond(st, "Degraded")["status"] == "False"
     a = st["deployments"][0]
     assert a == {
-        "name": "A", "url": "http://models-a.ml.svc/v1/A/latest", "version": 2, "commit": NEW,
+        "name": "A", "branch": "main", "url": "http://models-a.ml.svc/v1/A/latest", "version": 2, "commit": NEW,
         "replicas": 1, "readyReplicas": 1, "ready": True, "message": "",
     }
 

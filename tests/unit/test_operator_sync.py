@@ -182,3 +182,154 @@ def test_endpoints_change_the_gateway_table_and_restart_no_model_pod(api, git_se
     assert [w for w in api.writes if w.startswith(("apply", "annotate"))] == [
         "apply ConfigMap models-gateway", f"annotate {{'modelrepo.dev/table': '{table_hash(table)}'}}"]
     assert "event InvalidEndpoint endpoints/broken.yaml: backends: an endpoint needs at least one backend" in api.writes
+
+
+def _git(work, *args):
+    import subprocess
+
+    return subprocess.run(["git", *args], cwd=work.path, check=True, capture_output=True, text=True).stdout
+
+
+def test_branches_each_get_their_deployments_versions_and_gateway_part(api, git_servers, tmp_path):
+    import json
+
+    bare = git_servers.create_repo("sync-branches")
+    work = WorkRepo.create(bare, tmp_path / "w")
+    work.write_deployment("A")
+    work.write_deployment("B")
+    main = work.commit_push("two")
+    _git(work, "checkout", "-q", "-b", "staging")
+    work.write_deployment("A", body="return x * 3", doc="12")
+    staging = work.commit_push("A triples on staging", branch="staging")
+    spec = {"branches": ["main", "staging"]}
+    body = body_for(git_servers.daemon_url("sync-branches"), **spec)
+    del body["spec"]["branch"]
+    state = RepoState()
+
+    result = sync.sync(body, state, tmp_path / "cache")
+    assert result.commit == main and sorted(result.applied) == ["A", "B", "staging/A", "staging/B"]
+    deployments = {n for (k, n) in api.objects if k == "Deployment"}
+    assert deployments == {"models-a", "models-b", "models-staging-a", "models-staging-b", "models-gateway",
+                           "models-versions", "models-staging-versions"}
+    # The first branch's children are exactly what spec.branch made; the others carry the branch.
+    first = api.objects[("Deployment", "models-a")]
+    assert first["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "modelrepo", "modelrepo.dev/repo": "models", "modelrepo.dev/deployment": "A"}
+    other = api.objects[("Deployment", "models-staging-a")]
+    assert other["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "modelrepo", "modelrepo.dev/repo": "models",
+        "modelrepo.dev/deployment": "A.staging", "modelrepo.dev/branch": "staging"}
+    assert api.objects[("Service", "models-staging-a")]["spec"]["selector"] == other["spec"]["selector"]["matchLabels"]
+    fetch = other["spec"]["template"]["spec"]["initContainers"][0]["args"]
+    assert fetch[fetch.index("--commit") + 1] == staging and fetch[fetch.index("--ref") + 1] == "staging"
+    # Versions count on each branch's own first-parent history.
+    entries = {(d["branch"], d["name"]): (d["version"], d["commit"], d["url"]) for d in api.status["deployments"]}
+    assert entries == {
+        ("main", "A"): (1, main, "http://models-a.ml.svc/v1/A/latest"),
+        ("main", "B"): (1, main, "http://models-b.ml.svc/v1/B/latest"),
+        ("staging", "A"): (2, staging, "http://models-staging-a.ml.svc/v1/A/latest"),
+        ("staging", "B"): (1, main, "http://models-staging-b.ml.svc/v1/B/latest"),
+    }
+    assert api.status["commit"] == main and api.status["ready"] == "4/4"
+    assert api.status["branches"] == [{"name": "main", "commit": main}, {"name": "staging", "commit": staging}]
+    table = json.loads(api.objects[("ConfigMap", "models-gateway")]["data"]["gateway.json"])
+    assert table["branches"] == ["main", "staging"]
+    assert {(u["branch"], u["name"]): (u["version"], u["url"]) for u in table["upstreams"]} == {
+        ("main", "A"): (1, "http://models-a.ml.svc"), ("main", "B"): (1, "http://models-b.ml.svc"),
+        ("staging", "A"): (2, "http://models-staging-a.ml.svc"), ("staging", "B"): (1, "http://models-staging-b.ml.svc"),
+    }
+    assert set(table["definitions"]) == {"main", "staging"}
+    assert table["onDemand"] == {"main": "http://models-versions.ml.svc", "staging": "http://models-staging-versions.ml.svc"}
+
+    api.writes.clear()
+    body["status"] = copy.deepcopy(api.status)
+    assert not sync.sync(body, state, tmp_path / "cache").fetched and api.writes == []
+
+    # A push to staging only touches staging's changed folder.
+    work.write_deployment("B", body="return x * 4", doc="16")
+    staging2 = work.commit_push("B on staging", branch="staging")
+    sync.sync(body, state, tmp_path / "cache")
+    assert [w for w in api.writes if w.startswith("apply Deployment")] == ["apply Deployment models-staging-b"]
+    assert api.objects[("Deployment", "models-staging-b")]["metadata"]["annotations"]["modelrepo.dev/version"] == "2"
+
+    # The branch deleted from the remote: its children are pruned, main's stay.
+    _git(work, "push", "-q", "origin", ":staging")
+    api.writes.clear()
+    result = sync.sync(body, state, tmp_path / "cache")
+    assert sorted(result.pruned) == ["models-staging-a", "models-staging-b"]
+    assert {n for (k, n) in api.objects if k == "Deployment"} == {"models-a", "models-b", "models-gateway",
+                                                                  "models-versions"}  # staging's versions pod gone
+    assert api.status["branches"] == [{"name": "main", "commit": main}]
+    assert any(w.startswith("event BranchNotFound spec.branches names staging") for w in api.writes)
+    assert staging2 != staging
+
+
+def test_branch_patterns_follow_new_branches_and_a_missing_first_branch_prunes_nothing(api, git_servers, tmp_path):
+    bare = git_servers.create_repo("sync-patterns")
+    work = WorkRepo.create(bare, tmp_path / "w")
+    work.write_deployment("A")
+    work.commit_push("A")
+    body = body_for(git_servers.daemon_url("sync-patterns"), branches=["main", "release-*"])
+    del body["spec"]["branch"]
+    state = RepoState()
+    sync.sync(body, state, tmp_path / "cache")
+    assert {n for (k, n) in api.objects if k == "Deployment"} == {"models-a", "models-gateway", "models-versions"}
+
+    work.push("release-1.2")
+    work.push("feature")
+    result = sync.sync(body, state, tmp_path / "cache")
+    assert result.applied == ["release-1.2/A"]
+    assert ("Deployment", "models-release-1-2-a") in api.objects
+    assert [b["name"] for b in api.status["branches"]] == ["main", "release-1.2"]
+
+    # The first branch missing: a source error, nothing pruned.
+    body["spec"]["branches"] = ["trunk", "release-*"]
+    body["metadata"]["generation"] = 2
+    api.writes.clear()
+    result = sync.sync(body, state, tmp_path / "cache")
+    assert result.error and "no branch 'trunk'" in result.error
+    assert not [w for w in api.writes if w.startswith("delete")]
+
+
+def test_endpoint_status_per_branch_resolves_backends_and_names_bad_files(api, git_servers, tmp_path):
+    bare = git_servers.create_repo("sync-endpoint-status")
+    work = WorkRepo.create(bare, tmp_path / "w")
+    work.write_deployment("A")
+    work.write_deployment("B")
+    work.commit_push("A1")
+    work.write_deployment("A", body="return x * 3", doc="12")
+    work.write("endpoints/split.yaml", (
+        "backends:\n  new: {deployment: {name: A, version: latest}, weight: 9}\n"
+        "  old: {deployment: {name: A, version: official}, weight: 1}\n"
+        "mirrors:\n  shadow: {deployment: {name: B, version: latest}}\nschemaVersion: 1\n"))
+    work.write("endpoints/aliases.yaml", "aliases:\n  A: {official: 1}\nschemaVersion: 1\n")
+    work.write("endpoints/broken.yaml", "backends: {}\n")
+    work.write("endpoints/ghost.yaml", "backends: {g: {deployment: {name: Ghost}}}\n")
+    main = work.commit_push("A2 and endpoints")
+    _git(work, "checkout", "-q", "-b", "staging")
+    work.write("endpoints/split.yaml", "backends: {only: {deployment: {name: A, branch: main, version: official}}}\n")
+    work.remove("endpoints/broken.yaml")
+    work.remove("endpoints/ghost.yaml")
+    work.commit_push("staging's split", branch="staging")
+    body = body_for(git_servers.daemon_url("sync-endpoint-status"), branches=["main", "staging"])
+    del body["spec"]["branch"]
+    result = sync.sync(body, RepoState(), tmp_path / "cache")
+    assert sorted(result.applied) == ["A", "B", "staging/A", "staging/B"]  # bad endpoint files stop nothing
+    by = {(e["branch"], e["name"]): e for e in api.status["endpoints"]}
+    assert set(by) == {("main", "split"), ("main", "broken"), ("main", "ghost"), ("staging", "split")}
+    assert by[("main", "split")] == {
+        "name": "split", "branch": "main", "file": "endpoints/split.yaml", "valid": True, "message": "",
+        "backends": [
+            {"key": "new", "deployment": "A", "branch": "main", "version": "latest", "resolvedVersion": 2, "weight": 9.0},
+            {"key": "old", "deployment": "A", "branch": "main", "version": "official", "resolvedVersion": 1, "weight": 1.0},
+        ],
+        "mirrors": [{"key": "shadow", "deployment": "B", "branch": "main", "version": "latest", "resolvedVersion": 1}],
+    }
+    assert by[("main", "broken")] == {"name": "broken", "branch": "main", "file": "endpoints/broken.yaml",
+                                      "valid": False, "message": "backends: an endpoint needs at least one backend"}
+    assert not by[("main", "ghost")]["valid"]
+    assert by[("main", "ghost")]["message"] == "backends.g: no deployment Ghost in deployments/"
+    assert by[("staging", "split")]["valid"] and by[("staging", "split")]["backends"][0]["resolvedVersion"] == 1
+    assert "event InvalidEndpoint endpoints/broken.yaml: backends: an endpoint needs at least one backend" in api.writes
+    assert "event InvalidEndpoint endpoints/ghost.yaml: backends.g: no deployment Ghost in deployments/" in api.writes
+    assert api.status["commit"] == main

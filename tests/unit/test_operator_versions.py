@@ -78,7 +78,8 @@ def test_names_labels_and_the_service():
 
 def test_the_gateway_sends_a_version_no_pod_runs_to_the_versions_service():
     folder = Folder("Linear_Model", tree="t" * 40, commit="c" * 40, version=3)
-    table_json = gateway.routing_table(REPO, {"Linear_Model": folder}, {})
+    on_demand = versions.versions_url(REPO, "main")
+    table_json = gateway.routing_table(REPO, [gateway.BranchRoutes("main", [folder], {}, on_demand=on_demand)])
     assert table_json["onDemand"] == {"main": "http://models-versions.ml.svc"}
     table = Table.from_json(table_json)
     assert decide(table, "Linear_Model", None, "1", 0.5).primary.url == "http://models-versions.ml.svc/v1/Linear_Model/main/1"
