@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if missing or not branches:
         listed = ", ".join(found) or "none with a commit"
         raise UserError(f"no branch {missing[0] if missing else 'at all'!r} in {redact(args.source)}; branches: {listed}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    _make_cache_dir(cache_dir)
     keys_file = api_keys_file(args.api_keys or os.environ.get(KEYS_ENV) or None)
     spec = {
         "mode": "repo", "source": str(repo), "branches": branches, "interval": interval,
@@ -117,6 +117,16 @@ def _timings(args: argparse.Namespace) -> tuple[float, float, int | None]:
     return interval, load_timeout, memory_limit
 
 
+def _make_cache_dir(path: Path) -> None:
+    """Create serve's cache directory; UserError (not a traceback) when it cannot be."""
+    from modelrepo.cli import UserError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cache directory {path}: {exc.strerror}; choose another with --cache-dir") from None
+
+
 def _export_data_files(args: argparse.Namespace) -> None:
     """--secrets/--warehouses become the env variables get_secret / get_dataset read, here and in workers."""
     from modelrepo.cli import UserError
@@ -139,7 +149,7 @@ def _repository(args: argparse.Namespace, cache_root: Path, wanted: list[str]) -
         cache_dir = cache_root / "serve" / hashlib.sha256(args.source.encode()).hexdigest()[:16]
         repo = cache_dir / "repo.git"
         if not (repo / "HEAD").exists():
-            cache_dir.mkdir(parents=True, exist_ok=True)
+            _make_cache_dir(cache_dir)
             print(f"cloning {redact(args.source)} into {repo}", flush=True)
             _git_or_fail(None, "clone", "--bare", "--quiet", args.source, str(repo))
         else:

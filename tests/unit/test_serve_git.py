@@ -175,7 +175,12 @@ def test_bad_source_or_branch_is_a_clear_usage_error(tmp_path):
     assert no_branch.returncode == 2 and "no branch 'nope'" in no_branch.stderr
     bad_interval = serve(str(repo), "--interval", "soon")
     assert bad_interval.returncode == 2 and "--interval" in bad_interval.stderr
-    for proc in (not_repo, no_branch, bad_interval):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    bad_cache = serve(str(repo), "--cache-dir", str(blocked / "cache"))
+    assert bad_cache.returncode == 2, bad_cache.stderr
+    assert f"cache directory {blocked / 'cache'}" in bad_cache.stderr and "--cache-dir" in bad_cache.stderr
+    for proc in (not_repo, no_branch, bad_interval, bad_cache):
         assert "Traceback" not in proc.stderr
 
 
