@@ -16,6 +16,7 @@ from pathlib import Path
 
 from modelrepo import git, lfs
 from modelrepo.format import (
+    DATASETS_DIR,
     DEPLOYMENTS_DIR,
     ENDPOINTS_DIR,
     LOG_ARGS,
@@ -29,6 +30,7 @@ from modelrepo.format import (
     link_target,
     parse_log,
 )
+from modelrepo.format.datasets import dataset_of
 from modelrepo.format.endpoints import ENDPOINT_SUFFIXES
 
 Repo = str | os.PathLike[str]
@@ -74,6 +76,34 @@ def ls_tree(repo: Repo, commit: str, path: str, *, recursive: bool = False) -> l
             mode, kind, oid = meta.split()
             entries.append((mode, kind, oid, name))
     return entries
+
+
+def file_blobs(repo: Repo, commit: str, paths: list[str]) -> dict[str, str]:
+    """Path -> blob id of those of `paths` that are files at `commit` (no blob is read)."""
+    if not paths:
+        return {}
+    out = git.run(["ls-tree", "-z", commit, "--", *paths], cwd=repo)
+    found = {}
+    for entry in filter(None, out.split("\0")):
+        meta, _, path = entry.partition("\t")
+        _mode, kind, oid = meta.split()
+        if kind == "blob":
+            found[path] = oid
+    return found
+
+
+def dataset_changes(repo: Repo, commit: str) -> list[tuple[str, frozenset[str]]]:
+    """(commit, the datasets whose file it changed) of every commit on `commit`'s first-parent
+    line that changed a `datasets/<name>.yaml`, newest first (no blob is read)."""
+    out = git.run(["log", "--first-parent", "--no-renames", "--diff-merges=first-parent", "--name-only",
+                   "-z", "--format=%x1e%H", commit, "--", f"{DATASETS_DIR}/"], cwd=repo)
+    changes = []
+    for record in filter(None, out.split("\x1e")):
+        sha, _, names = record.partition("\0")
+        changed = frozenset(filter(None, (dataset_of(p.lstrip("\n")) for p in names.split("\0"))))
+        if changed:
+            changes.append((sha.strip(), changed))
+    return changes
 
 
 def folder_trees(repo: Repo, commit: str) -> dict[str, str]:

@@ -17,3 +17,4 @@ ANN_NAME = f"{GROUP}/name"
 ANN_TREE = f"{GROUP}/tree"
 ANN_CONFIG = f"{GROUP}/config"
 ANN_VERSION = f"{GROUP}/version"
+ANN_DATASETS = f"{GROUP}/datasets-commit"  # only on folders that read datasets

@@ -19,6 +19,7 @@ from modelrepo.git import strip_credentials
 from modelrepo.operator.keys import (
     ANN_COMMIT,
     ANN_CONFIG,
+    ANN_DATASETS,
     ANN_NAME,
     ANN_TREE,
     ANN_VERSION,
@@ -339,6 +340,7 @@ def render_deployment(
             "annotations": {
                 ANN_NAME: folder.name, ANN_COMMIT: folder.commit, ANN_TREE: folder.tree,
                 ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(policy),
+                **({ANN_DATASETS: folder.datasets_commit} if folder.datasets_commit else {}),
             },
             "ownerReferences": [owner_reference(repo)],
         },

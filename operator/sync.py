@@ -26,7 +26,7 @@ from modelrepo.format import (
     validate_folder,
 )
 from modelrepo.git import Credentials, GitError
-from modelrepo.operator import builds, gitsource, kube, metrics
+from modelrepo.operator import builds, gitsource, inputs, kube, metrics
 from modelrepo.operator.keys import ANN_COMMIT, ANN_NAME, ANN_TREE, ANN_VERSION
 from modelrepo.operator.plan import make_plan, selected
 from modelrepo.operator.policy import POLICY, refusal
@@ -203,6 +203,7 @@ def _fetch_folders(run: _Sync) -> tuple[dict[str, Folder], set[str]] | None:
         trees = folder_trees(run.cache, sha)
         archived = archived_folders(run.cache, sha, set(trees))
         history = deployment_versions(run.cache, sha)
+        datasets = inputs.datasets_commits(run.cache, repo.url, sha, run.creds, set(trees))
     except (GitError, HistoryError) as exc:
         message = f"fetching {sha[:12]}: {run.creds.redact(str(exc)) if run.creds else exc}"
         _source_failed(run.body, repo, run.state, message, run.result)
@@ -215,7 +216,8 @@ def _fetch_folders(run: _Sync) -> tuple[dict[str, Folder], set[str]] | None:
     for name, tree in trees.items():
         versions = history.get(name) or []
         last = versions[-1] if versions else None
-        folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1)
+        folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1,
+                               datasets.get(name, ""))
     return folders, archived
 
 
