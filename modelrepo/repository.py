@@ -106,6 +106,13 @@ def dataset_changes(repo: Repo, commit: str) -> list[tuple[str, frozenset[str]]]
     return changes
 
 
+def last_change(repo: Repo, since: str, commit: str, paths: list[str]) -> str | None:
+    """The newest commit after `since` on `commit`'s first-parent line that changed one of
+    `paths`, else None (no blob is read)."""
+    out = git.run(["log", "-1", "--first-parent", "--format=%H", f"{since}..{commit}", "--", *paths], cwd=repo)
+    return out.strip() or None
+
+
 def folder_trees(repo: Repo, commit: str) -> dict[str, str]:
     """Name -> tree hash of every directory directly under deployments/ at `commit` (no blob needed)."""
     return {

@@ -203,7 +203,7 @@ def _fetch_folders(run: _Sync) -> tuple[dict[str, Folder], set[str]] | None:
         trees = folder_trees(run.cache, sha)
         archived = archived_folders(run.cache, sha, set(trees))
         history = deployment_versions(run.cache, sha)
-        datasets = inputs.datasets_commits(run.cache, repo.url, sha, run.creds, set(trees))
+        folders = inputs.with_inputs(run.cache, repo.url, sha, run.creds, _folders(trees, history, sha))
     except (GitError, HistoryError) as exc:
         message = f"fetching {sha[:12]}: {run.creds.redact(str(exc)) if run.creds else exc}"
         _source_failed(run.body, repo, run.state, message, run.result)
@@ -212,13 +212,17 @@ def _fetch_folders(run: _Sync) -> tuple[dict[str, Folder], set[str]] | None:
     run.result.fetched = True
     run.state.source_error = None
     run.state.failures = 0
+    return folders, archived
+
+
+def _folders(trees: dict[str, str], history: dict[str, list[Any]], sha: str) -> dict[str, Folder]:
+    """Each folder's tree and its newest version (commit, number) at `sha`."""
     folders: dict[str, Folder] = {}
     for name, tree in trees.items():
         versions = history.get(name) or []
         last = versions[-1] if versions else None
-        folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1,
-                               datasets.get(name, ""))
-    return folders, archived
+        folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1)
+    return folders
 
 
 def _apply_changed(run: _Sync, changed: list[Folder]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.git_servers import HTTP_PASSWORD, HTTP_USER
+from fixtures.lfs_server import lfs_model_repo
 from fixtures.model_repos import run_cli
 from fixtures.runtime_server import wait_for
 
@@ -72,13 +73,7 @@ def lfs_repo(tmp_path, git_servers, lfs_server, credentials_env):
     """`modelrepo init` in a clone of an http git remote whose LFS server is `lfs_server`."""
     name = tmp_path.name[-40:].replace("[", "-").replace("]", "")
     git_servers.create_repo(name)
-    work = tmp_path / "models"
-    assert run_cli("init", str(work)).returncode == 0
-    git(work, "remote", "add", "origin", git_servers.http_url(name))
-    git(work, "config", "-f", ".lfsconfig", "lfs.url", lfs_server.url(name))
-    git(work, "add", ".lfsconfig")
-    git(work, "commit", "-q", "-m", "LFS server")
-    git(work, "push", "-q", "-u", "origin", "main", env=credentials_env)
+    work = lfs_model_repo(tmp_path / "models", git_servers.http_url(name), lfs_server.url(name), credentials_env)
     return work, git_servers.http_url(name)
 
 

@@ -1,4 +1,4 @@
-"""A push that changes only datasets/ rolls the deployments reading that dataset, no other.
+"""A push that changes only datasets/ (or common/) rolls the deployments reading (linking) it, no other.
 
 Pure parts (which datasets a source reads, which commit last changed them) and the sync against
 a real git server with the in-memory API of test_operator_sync.
@@ -80,3 +80,39 @@ def test_a_dataset_push_rolls_only_the_deployments_reading_it(api, git_servers, 
     work.write("datasets/leads.yaml", dataset("select 4 as id"))
     work.commit_push("only the leads query")
     assert sorted(sync.sync(body, state, tmp_path / "cache").applied) == ["Any", "Lead"]
+
+
+def test_a_common_file_push_rolls_only_the_deployments_linking_it(api, git_servers, tmp_path):  # noqa: F811
+    bare = git_servers.create_repo("sync-common")
+    work = WorkRepo.create(bare, tmp_path / "w")
+    work.write_deployment("Plain")
+    work.write_deployment("Linked")
+    work.write("common/helpers.py", "FACTOR = 2\n")
+    work.write("common/unused.py", "X = 1\n")
+    (work.path / "deployments/Linked/helpers.py").symlink_to("../../common/helpers.py")
+    first = work.commit_push("a folder linking a common file")
+    body, state = body_for(git_servers.daemon_url("sync-common")), RepoState()
+    assert sorted(sync.sync(body, state, tmp_path / "cache").applied) == ["Linked", "Plain"]
+
+    def fetch_commit(child: str) -> str:
+        args = api.objects[("Deployment", child)]["spec"]["template"]["spec"]["initContainers"][0]["args"]
+        return args[args.index("--commit") + 1]
+
+    assert fetch_commit("models-linked") == first
+    work.write("common/unused.py", "X = 2\n")
+    work.commit_push("a common file nobody links")
+    assert sync.sync(body, state, tmp_path / "cache").applied == []
+
+    work.write("common/helpers.py", "FACTOR = 3\n")
+    second = work.commit_push("only the linked common file")
+    assert sync.sync(body, state, tmp_path / "cache").applied == ["Linked"]
+    linked = api.objects[("Deployment", "models-linked")]
+    assert fetch_commit("models-linked") == second  # the folder is the same there, helpers.py is new
+    assert linked["metadata"]["annotations"]["modelrepo.dev/commit"] == first  # still version 1
+    assert {d["name"]: d["version"] for d in api.status["deployments"]}["Linked"] == 1
+
+    work.write_deployment("Linked", body="return x * 3", doc="12")
+    third = work.commit_push("Linked v2")
+    assert sync.sync(body, state, tmp_path / "cache").applied == ["Linked"]
+    assert fetch_commit("models-linked") == third
+    assert "modelrepo.dev/common-commit" not in api.objects[("Deployment", "models-linked")]["metadata"]["annotations"]
