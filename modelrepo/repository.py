@@ -78,20 +78,6 @@ def ls_tree(repo: Repo, commit: str, path: str, *, recursive: bool = False) -> l
     return entries
 
 
-def file_blobs(repo: Repo, commit: str, paths: list[str]) -> dict[str, str]:
-    """Path -> blob id of those of `paths` that are files at `commit` (no blob is read)."""
-    if not paths:
-        return {}
-    out = git.run(["ls-tree", "-z", commit, "--", *paths], cwd=repo)
-    found = {}
-    for entry in filter(None, out.split("\0")):
-        meta, _, path = entry.partition("\t")
-        _mode, kind, oid = meta.split()
-        if kind == "blob":
-            found[path] = oid
-    return found
-
-
 def dataset_changes(repo: Repo, commit: str) -> list[tuple[str, frozenset[str]]]:
     """(commit, the datasets whose file it changed) of every commit on `commit`'s first-parent
     line that changed a `datasets/<name>.yaml`, newest first (no blob is read)."""

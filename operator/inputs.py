@@ -78,7 +78,7 @@ def _texts(
             try:
                 text = read_blob(cache, oid).decode("utf-8", errors="replace")
             except GitError as exc:
-                log.info("reading %s failed; counting it as reading every dataset: %s", path, exc)
+                log.info("reading %s failed (a .py file then reads every dataset): %s", path, exc)
                 texts[path] = None
                 continue
             if len(_TEXTS) >= _TEXTS_LIMIT:
