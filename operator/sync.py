@@ -273,7 +273,7 @@ def _check_and_apply(
         except GitError as exc:
             return f"{path}: could not read it at {sha[:12]}: {exc}"
     exported = root / path
-    errors = validate_folder(exported)
+    errors = validate_folder(exported, lfs_pointers=True)  # the pods download the LFS objects
     if errors:
         return "; ".join(_relative(str(e), root) for e in errors)
     try:

@@ -7,6 +7,7 @@ pods' fetch put the real bytes back; a pointer whose object is missing is named.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -18,8 +19,11 @@ from fixtures.git_servers import HTTP_PASSWORD, HTTP_USER
 from fixtures.lfs_server import lfs_model_repo
 from fixtures.model_repos import run_cli
 from fixtures.runtime_server import wait_for
+from unit.test_operator_sync import api, body_for  # noqa: F401 - the in-memory API fixture
 
 from modelrepo import lfs
+from modelrepo.operator import sync
+from modelrepo.operator.sync import RepoState
 
 ROOT = Path(__file__).resolve().parents[2]
 ASKPASS = f"""#!/bin/sh
@@ -190,3 +194,15 @@ def test_deploy_of_a_large_model_streams_it(lfs_repo, lfs_server, tmp_path, cred
     assert rss["children_kb"] <= model_kb * 3 // 2, rss
     blob = git(work, "rev-parse", "HEAD:deployments/Big_Model/data/WEIGHTS.pkl")
     assert int(git(work, "cat-file", "-s", blob)) < 200
+
+
+def test_the_operator_serves_a_folder_whose_model_is_an_lfs_pointer(api, lfs_repo, tmp_path, credentials_env):  # noqa: F811
+    """The operator checks the folder without the LFS object (its pods download it): a pointer
+    is no reason to refuse the folder there, and the operator downloads no object itself."""
+    work, url = lfs_repo
+    deploy_big(work, tmp_path, credentials_env, 1000)
+    api.secrets["git-http"] = {k: base64.b64encode(v).decode() for k, v in
+                               {"username": HTTP_USER.encode(), "password": HTTP_PASSWORD.encode()}.items()}
+    result = sync.sync(body_for(url, secretRef={"name": "git-http"}), RepoState(), tmp_path / "cache")
+    assert result.invalid == {} and result.applied == ["Big_Model"]
+    assert not any((tmp_path / "cache").rglob("lfs/objects/*/*/*"))
