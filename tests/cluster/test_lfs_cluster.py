@@ -97,7 +97,7 @@ def test_a_model_stored_with_lfs_is_served_and_only_its_object_is_downloaded(
     try:
         kube.wait_ready("lfs", head, 1, timeout=READY)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{pod_report(kube)}") from None
+        raise AssertionError(f"{exc}\n{json.dumps(kube.status('lfs'))}\n{pod_report(kube)}") from None
     assert kube.predict("lfs-big-sum", "Big_Sum", ROWS) == (200, ROWS * (ROWS - 1) / 2)  # every byte loaded
     downloads = node_lfs_server.downloads()
     assert big in downloads and other not in downloads, downloads  # only the folder's own object
