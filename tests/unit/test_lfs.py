@@ -150,6 +150,9 @@ def test_serve_and_fetch_download_the_folders_objects(lfs_repo, lfs_server, tmp_
     (secret / "username").write_text(HTTP_USER)
     (secret / "password").write_text(HTTP_PASSWORD)
     dest = tmp_path / "fetched"
+    dest.mkdir()
+    if os.geteuid() == 0:  # as in a pod: the volume belongs to another uid than git's (dubious ownership)
+        os.chown(dest, 10001, 10001)
     downloaded = len(lfs_server.downloads())
     proc = run_cli("fetch", "--url", url, "--commit", head, "--path", "deployments/Big_Model",
                    "--dest", str(dest), "--credentials", str(secret))
