@@ -30,7 +30,7 @@ import yaml
 from modelrepo import git
 from modelrepo.duration import parse_duration
 from modelrepo.format import DATASETS_DIR, SOURCE_FILE, DeploymentError
-from modelrepo.format.datasets import DATASET_SUFFIX, Dataset, blob_id, parse_dataset
+from modelrepo.format.datasets import DATASET_SUFFIX, LITERAL_READ, Dataset, blob_id, parse_dataset
 
 log = logging.getLogger("modelrepo.datasets")
 
@@ -39,8 +39,6 @@ CACHE_ENV = "MODELREPO_DATASETS_CACHE"
 WAREHOUSES_DIR_ENV = "MODELREPO_WAREHOUSES_DIR"
 WAREHOUSES_FILE_ENV = "MODELREPO_WAREHOUSES_FILE"
 WAREHOUSE_ENV_PREFIX = "MODELREPO_WAREHOUSE_"
-# `get_dataset("customers"` / `modelbit.get_dataset('customers'` in source.py: what a folder needs.
-_USES = re.compile(r"""get_dataset\(\s*(?:dsName\s*=\s*)?["']([A-Za-z0-9_][A-Za-z0-9_.-]*)["']""")
 
 _lock = threading.Lock()
 _results: dict[tuple[str, str], tuple[Any, float]] = {}  # (name, blob) -> (DataFrame, fetched at)
@@ -223,7 +221,7 @@ def datasets_used(folder: str | Path) -> list[str]:
         text = (Path(folder) / SOURCE_FILE).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
-    return sorted(set(_USES.findall(text)))
+    return sorted(set(LITERAL_READ.findall(text)))
 
 
 def reads_runtime_data(folder: str | Path) -> bool:

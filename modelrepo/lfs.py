@@ -115,20 +115,21 @@ def pointers(folder: Path) -> dict[Path, str]:
     return found
 
 
-def object_path(root: str | os.PathLike[str], oid: str) -> Path:
-    return _objects_dir(root) / oid[:2] / oid[2:4] / oid
+def _object_file(objects: Path, oid: str) -> Path:
+    """Where git-lfs keeps object `oid` in the store `objects` (.git/lfs/objects)."""
+    return objects / oid[:2] / oid[2:4] / oid
 
 
-def _objects_dir(root: str | os.PathLike[str]) -> Path:
-    found = git.run(["rev-parse", "--git-path", "lfs/objects"], cwd=root)
+def _objects_dir(root: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Path:
+    found = git.run(["rev-parse", "--git-path", "lfs/objects"], cwd=root, env=env)
     path = Path(found)
     return path if path.is_absolute() else Path(root) / path
 
 
-def default_remote(root: str | os.PathLike[str]) -> str | None:
+def default_remote(root: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> str | None:
     """The remote git-lfs downloads from: lfs.remote's, else origin, else the only remote."""
-    remotes = (git.try_run(["remote"], cwd=root) or "").split()
-    configured = git.try_run(["config", "lfs.remote"], cwd=root)
+    remotes = (git.try_run(["remote"], cwd=root, env=env) or "").split()
+    configured = git.try_run(["config", "lfs.remote"], cwd=root, env=env)
     if configured and configured in remotes:
         return configured
     if "origin" in remotes:
@@ -136,10 +137,10 @@ def default_remote(root: str | os.PathLike[str]) -> str | None:
     return remotes[0] if len(remotes) == 1 else None
 
 
-def _lfs_url_config(root: str | os.PathLike[str], commit: str) -> list[str]:
+def _lfs_url_config(root: str | os.PathLike[str], commit: str, env: Mapping[str, str] | None) -> list[str]:
     """`-c lfs.url=...` from `.lfsconfig` at `commit`: a sparse or bare checkout has no such file
     in a work tree, where git-lfs looks for it."""
-    url = git.try_run(["config", "--blob", f"{commit}:.lfsconfig", "lfs.url"], cwd=root)
+    url = git.try_run(["config", "--blob", f"{commit}:.lfsconfig", "lfs.url"], cwd=root, env=env)
     return ["-c", f"lfs.url={url}"] if url else []
 
 
@@ -158,22 +159,24 @@ def materialize(
     those of `include` (repository paths) at `commit`. `move` takes the objects out of the
     store instead of copying them (a checkout whose .git is removed next: no second copy on
     disk). Returns the paths still pointers (their object is missing: on the server, or git-lfs
-    is not installed), for the caller to name."""
+    is not installed), for the caller to name. `env` is used for every git command (a pod's
+    checkout belongs to another uid: its environment says the directory is safe)."""
     found = pointers(folder)
     if not found:
         return []
-    missing = [oid for oid in found.values() if not object_path(root, oid).is_file()]
+    objects = _objects_dir(root, env)
+    missing = [oid for oid in found.values() if not _object_file(objects, oid).is_file()]
     if missing and available():
-        remote = default_remote(root)
+        remote = default_remote(root, env)
         # few, short retries: a missing object must be named soon (serve polls, a pod restarts)
         retries = ["-c", "lfs.transfer.maxretries=2", "-c", "lfs.transfer.maxretrydelay=2"]
-        args = [*_lfs_url_config(root, commit), *retries, "lfs", "fetch", f"--include={','.join(include)}", "--exclude="]
+        args = [*_lfs_url_config(root, commit, env), *retries, "lfs", "fetch", f"--include={','.join(include)}", "--exclude="]
         # on failure the pointers stay; the caller names each with its oid
         with contextlib.suppress(git.GitError):
             git.run([*args, *([remote, commit] if remote else [])], cwd=root, env=env, creds=creds)
     left = []
     for path, oid in found.items():
-        source = object_path(root, oid)
+        source = _object_file(objects, oid)
         if source.is_file():
             mode = path.stat().st_mode & 0o777
             staged = path.with_name(f".{path.name}.lfs-tmp")

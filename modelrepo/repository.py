@@ -17,6 +17,7 @@ from typing import Union
 
 from modelrepo import git, lfs
 from modelrepo.format import (
+    DATASETS_DIR,
     DEPLOYMENTS_DIR,
     ENDPOINTS_DIR,
     LOG_ARGS,
@@ -30,6 +31,7 @@ from modelrepo.format import (
     link_target,
     parse_log,
 )
+from modelrepo.format.datasets import dataset_of
 from modelrepo.format.endpoints import ENDPOINT_SUFFIXES
 
 Repo = Union[str, os.PathLike[str]]  # not `|`: evaluated at import, which Python 3.9 cannot
@@ -75,6 +77,27 @@ def ls_tree(repo: Repo, commit: str, path: str, *, recursive: bool = False) -> l
             mode, kind, oid = meta.split()
             entries.append((mode, kind, oid, name))
     return entries
+
+
+def dataset_changes(repo: Repo, commit: str) -> list[tuple[str, frozenset[str]]]:
+    """(commit, the datasets whose file it changed) of every commit on `commit`'s first-parent
+    line that changed a `datasets/<name>.yaml`, newest first (no blob is read)."""
+    out = git.run(["log", "--first-parent", "--no-renames", "--diff-merges=first-parent", "--name-only",
+                   "-z", "--format=%x1e%H", commit, "--", f"{DATASETS_DIR}/"], cwd=repo)
+    changes = []
+    for record in filter(None, out.split("\x1e")):
+        sha, _, names = record.partition("\0")
+        changed = frozenset(filter(None, (dataset_of(p.lstrip("\n")) for p in names.split("\0"))))
+        if changed:
+            changes.append((sha.strip(), changed))
+    return changes
+
+
+def last_change(repo: Repo, since: str, commit: str, paths: list[str]) -> str | None:
+    """The newest commit after `since` on `commit`'s first-parent line that changed one of
+    `paths`, else None (no blob is read)."""
+    out = git.run(["log", "-1", "--first-parent", "--format=%H", f"{since}..{commit}", "--", *paths], cwd=repo)
+    return out.strip() or None
 
 
 def folder_trees(repo: Repo, commit: str) -> dict[str, str]:

@@ -116,7 +116,8 @@ def prefetch_blobs(
     """Fetch the missing blobs under `paths` at `sha` in a few round trips (not one per file)."""
     if not paths:
         return 0
-    out = run(["rev-list", "--objects", "--missing=print", sha, "--", *paths], cwd=cache)
+    # --no-walk: the blobs of `sha` only, not those of every older commit touching `paths`
+    out = run(["rev-list", "--objects", "--missing=print", "--no-walk", sha, "--", *paths], cwd=cache)
     missing = [line[1:].strip() for line in out.splitlines() if line.startswith("?")]
     if not missing:
         return 0

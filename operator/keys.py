@@ -19,3 +19,5 @@ ANN_TREE = f"{GROUP}/tree"
 ANN_CONFIG = f"{GROUP}/config"
 ANN_VERSION = f"{GROUP}/version"
 ANN_BRANCH = f"{GROUP}/branch"  # the branch of a child whose name carries it
+ANN_DATASETS = f"{GROUP}/datasets-commit"  # only on folders that read datasets
+ANN_COMMON = f"{GROUP}/common-commit"  # only on folders whose linked common/ files changed since

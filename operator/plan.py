@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelrepo.format import deployment_path, name_problem
-from modelrepo.operator.keys import ANN_CONFIG, ANN_TREE
+from modelrepo.operator.keys import ANN_COMMON, ANN_CONFIG, ANN_DATASETS, ANN_TREE
 from modelrepo.operator.naming import gateway_child_name
 from modelrepo.operator.render import Folder, folder_child, is_pattern
 
 
 @dataclass
 class Plan:
-    apply: list[Folder] = field(default_factory=list)  # new, or tree/settings changed
+    apply: list[Folder] = field(default_factory=list)  # new, or its tree/settings/datasets/common files changed
     unchanged: list[Folder] = field(default_factory=list)
     services: list[str] = field(default_factory=list)  # folder keys whose Service is missing/stale
     prune: list[str] = field(default_factory=list)  # child names (Deployment and Service) to delete
@@ -109,7 +109,11 @@ def make_plan(
         wanted.add(child)
         current = by_child.get(child)
         ann = _annotations(current) if current else {}
-        if current is None or ann.get(ANN_TREE) != folder.tree or ann.get(ANN_CONFIG) != config_hash:
+        if (
+            current is None or ann.get(ANN_TREE) != folder.tree or ann.get(ANN_CONFIG) != config_hash
+            or ann.get(ANN_DATASETS, "") != folder.datasets_commit  # a dataset it reads changed
+            or ann.get(ANN_COMMON, "") != folder.common_commit  # a common/ file it links changed
+        ):
             plan.apply.append(folder)
         else:
             plan.unchanged.append(folder)

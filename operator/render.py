@@ -19,7 +19,9 @@ from modelrepo.git import strip_credentials
 from modelrepo.operator.keys import (
     ANN_BRANCH,
     ANN_COMMIT,
+    ANN_COMMON,
     ANN_CONFIG,
+    ANN_DATASETS,
     ANN_NAME,
     ANN_TREE,
     ANN_VERSION,
@@ -126,9 +128,15 @@ class Folder:
     tree: str
     commit: str  # the newest commit that changed this folder
     version: int  # counted on this branch's first-parent history
-    datasets_commit: str = ""  # the newest commit that changed datasets/ ("" = take them from `commit`)
+    datasets_commit: str = ""  # the newest commit that changed a dataset it reads ("" = none)
+    common_commit: str = ""  # the newest commit after `commit` changing a common/ file it links ("" = none)
     branch: str = ""  # the branch it is on ("" = spec.revision, or not known)
     branch_in_name: bool = False  # a branch after the first: its children's names carry it
+
+    @property
+    def fetch_commit(self) -> str:
+        """Where the pod fetches the folder (the same at both) and the common/ files it links."""
+        return self.common_commit or self.commit
 
     @property
     def named_branch(self) -> str:
@@ -286,13 +294,13 @@ def _fetch_container(pod: _Pod) -> dict[str, Any]:
     """git only, the one container with the Secret (and a scratch /tmp of its own)."""
     repo, folder = pod.repo, pod.folder
     args = [
-        "fetch", "--url", strip_credentials(repo.url), "--commit", folder.commit,
+        "fetch", "--url", strip_credentials(repo.url), "--commit", folder.fetch_commit,
         "--path", deployment_path(folder.name), "--dest", MODEL_DIR,
     ]
     ref = folder.branch or repo.branch
     if ref:
         args += ["--ref", ref]
-    if folder.datasets_commit and folder.datasets_commit != folder.commit:
+    if folder.datasets_commit and folder.datasets_commit != folder.fetch_commit:
         args += ["--datasets-at", folder.datasets_commit]
     mounts = [{"name": "model", "mountPath": MODEL_DIR}, {"name": "git-tmp", "mountPath": "/tmp"}]
     if repo.secret_name:
@@ -391,6 +399,8 @@ def render_deployment(
     annotations = {
         ANN_NAME: folder.name, ANN_COMMIT: folder.commit, ANN_TREE: folder.tree,
         ANN_VERSION: str(folder.version), ANN_CONFIG: repo.config_hash(policy),
+        **({ANN_DATASETS: folder.datasets_commit} if folder.datasets_commit else {}),
+        **({ANN_COMMON: folder.common_commit} if folder.common_commit else {}),
     }
     if folder.named_branch:
         annotations[ANN_BRANCH] = folder.branch

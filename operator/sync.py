@@ -29,7 +29,7 @@ from modelrepo.format import (
 )
 from modelrepo.format.endpoints import Endpoints, cross_problems, endpoint_files, parse_files
 from modelrepo.git import Credentials, GitError, redact_url
-from modelrepo.operator import builds, gitsource, kube, metrics
+from modelrepo.operator import builds, gitsource, inputs, kube, metrics
 from modelrepo.operator.keys import ANN_BRANCH, ANN_COMMIT, ANN_NAME, ANN_TREE, ANN_VERSION
 from modelrepo.operator.plan import make_plan, match_branches, selected
 from modelrepo.operator.policy import POLICY, refusal
@@ -270,13 +270,14 @@ def _branch_folders(run: _Sync, branch: str, sha: str) -> tuple[list[Folder], se
     archived = archived_folders(run.cache, sha, set(trees))
     history = deployment_versions(run.cache, sha)
     in_name = branch != repo.first_branch
-    folders = []
+    folders: dict[str, Folder] = {}
     for name, tree in trees.items():
         versions = history.get(name) or []
         last = versions[-1] if versions else None
-        folders.append(Folder(name, tree, last.commit if last else sha, last.number if last else 1,
-                              branch=named, branch_in_name=in_name))
-    return folders, archived
+        folders[name] = Folder(name, tree, last.commit if last else sha, last.number if last else 1,
+                               branch=named, branch_in_name=in_name)
+    # with the commits of the datasets each folder reads and of the common/ files it links
+    return list(inputs.with_inputs(run.cache, repo.url, sha, run.creds, folders).values()), archived
 
 
 def _apply_changed(run: _Sync, changed: list[Folder]) -> dict[str, str]:
@@ -344,7 +345,7 @@ def _check_and_apply(
         except GitError as exc:
             return f"{path}: could not read it at {sha[:12]}: {exc}"
     exported = root / path
-    errors = validate_folder(exported)
+    errors = validate_folder(exported, lfs_pointers=True)  # the pods download the LFS objects
     if errors:
         return "; ".join(_relative(str(e), root) for e in errors)
     try:

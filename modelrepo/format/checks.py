@@ -18,8 +18,10 @@ from modelrepo.format.stubs import find_stubs
 from modelrepo.format.values import loadable
 
 
-def validate_folder(folder: str | Path) -> list[DeploymentError]:
-    """Every static problem of one deployment folder (nothing is imported or unpickled)."""
+def validate_folder(folder: str | Path, *, lfs_pointers: bool = False) -> list[DeploymentError]:
+    """Every static problem of one deployment folder (nothing is imported or unpickled).
+
+    `lfs_pointers=True` accepts Git LFS pointers (find_stubs: their objects are fetched later)."""
     folder = Path(folder)
     if not folder.is_dir():
         return [DeploymentError(folder, "not a directory")]
@@ -41,7 +43,8 @@ def validate_folder(folder: str | Path) -> list[DeploymentError]:
     links = link_problems(folder)
     errors.extend(DeploymentError(path, problem) for path, problem in links)
     broken = {path for path, _ in links}
-    errors.extend(DeploymentError(path, problem) for path, problem in find_stubs(folder) if path not in broken)
+    errors.extend(DeploymentError(path, problem) for path, problem in find_stubs(folder, lfs_pointers=lfs_pointers)
+                  if path not in broken)
     return errors
 
 

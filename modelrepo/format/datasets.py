@@ -29,6 +29,9 @@ DATASET_SCHEMA_VERSION = 2
 DATASET_NAME = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 WAREHOUSE_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_-]*\Z")
 KNOWN_KEYS = {"query", "warehouse", "schemaVersion", "refresh", "refreshSeconds"}
+# `get_dataset("customers"` / `modelbit.get_dataset(dsName='customers'`: what a source reads.
+_CALL = r"get_dataset\s*\("
+LITERAL_READ = re.compile(_CALL + r"""\s*(?:dsName\s*=\s*)?["']([A-Za-z0-9_][A-Za-z0-9_.-]*)["']""")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,35 @@ class Dataset:
 def blob_id(data: bytes) -> str:
     """The git blob id of `data` (what `git hash-object` prints), without running git."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def datasets_read(source: str) -> frozenset[str] | None:
+    """The datasets `source` reads with a literal `get_dataset("<name>"...)`; None when it also
+    calls get_dataset another way (a name in a variable: it may read any dataset)."""
+    names = LITERAL_READ.findall(source)
+    if len(re.findall(_CALL, source)) > len(names):
+        return None
+    return frozenset(names)
+
+
+def dataset_of(path: str) -> str | None:
+    """The dataset a repository path is the file of (`datasets/<name>.yaml`), else None."""
+    folder, _, filename = path.partition("/")
+    stem, dot, suffix = filename.rpartition(".")
+    if folder != DATASETS_DIR or "/" in filename or not dot or f".{suffix}" not in (".yaml", ".yml"):
+        return None
+    return stem if DATASET_NAME.match(stem) else None
+
+
+def newest_change(reads: frozenset[str] | None, changes: list[tuple[str, frozenset[str]]]) -> str:
+    """The newest commit of `changes` ((commit, datasets it changed), newest first) that changed
+    a dataset in `reads` (any, when `reads` is None); "" when none did or nothing is read."""
+    if reads is not None and not reads:
+        return ""
+    for commit, changed in changes:
+        if reads is None or reads & changed:
+            return commit
+    return ""
 
 
 def dataset_file(root: str | Path, name: str) -> Path:

@@ -18,14 +18,26 @@ _LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 _FIELD = re.compile(rb"^\s*(contentHash|oid|size|fileSize)[:\s]\s*(\S+)", re.MULTILINE)
 
 
-def stub_problem(path: str | os.PathLike[str]) -> str | None:
-    """What is wrong with `path` if it is a stub or pointer instead of the file, else None."""
-    path = Path(path)
+def _small_file(path: Path) -> bytes | None:
+    """The bytes of `path` when it is a regular file small enough to be a stub or pointer."""
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_STUB_BYTES:
             return None
-        head = path.read_bytes()
+        return path.read_bytes()
     except OSError:
+        return None
+
+
+def is_lfs_pointer(path: str | os.PathLike[str]) -> bool:
+    """True when `path` is a Git LFS pointer file (its object's bytes are elsewhere)."""
+    head = _small_file(Path(path))
+    return bool(head and head.startswith(_LFS_POINTER))
+
+
+def stub_problem(path: str | os.PathLike[str]) -> str | None:
+    """What is wrong with `path` if it is a stub or pointer instead of the file, else None."""
+    head = _small_file(Path(path))
+    if head is None:
         return None
     fields = {k.decode(): v.decode(errors="replace") for k, v in _FIELD.findall(head)}
     if head.startswith(_LFS_POINTER):
@@ -43,12 +55,16 @@ def stub_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def find_stubs(folder: str | os.PathLike[str]) -> list[tuple[Path, str]]:
-    """(path, problem) of every stub or pointer under `folder`, in path order (links followed)."""
+def find_stubs(folder: str | os.PathLike[str], *, lfs_pointers: bool = False) -> list[tuple[Path, str]]:
+    """(path, problem) of every stub or pointer under `folder`, in path order (links followed).
+
+    `lfs_pointers=True`: Git LFS pointers are no problem here, because their objects are fetched
+    where the folder runs (the operator checks folders whose pods download the objects)."""
     found = []
     for path in sorted(Path(folder).rglob("*")):
         # a link (into common/) is judged by the file it points to, when that file exists
-        problem = stub_problem(path.resolve() if path.is_symlink() else path)
+        target = path.resolve() if path.is_symlink() else path
+        problem = None if lfs_pointers and is_lfs_pointer(target) else stub_problem(target)
         if problem:
             found.append((path, problem))
     return found

@@ -1,8 +1,9 @@
 """Datasets and secrets on the real cluster: PostgreSQL on the node address, Secrets in the namespace.
 
 A deployment joins its input with `get_dataset("customers")` from PostgreSQL through the
-warehouses Secret; another returns `get_secret("API_TOKEN")` from a Secret granted to it
-alone; a new version needing a broken query does not get ready and the old one keeps serving.
+warehouses Secret (a push changing only the query rolls it, and nothing else); another returns
+`get_secret("API_TOKEN")` from a Secret granted to it alone; a new version needing a broken
+query does not get ready and the old one keeps serving.
 The pods run the project image; MODELREPO_TEST_IMAGE names another (a branch's own build).
 """
 
@@ -97,6 +98,16 @@ def test_datasets_and_secrets_in_pods(kube, operator, node_git_servers, node_mod
     enrich_pod = kube.deployments_by_name("data-enrich")["spec"]["template"]["spec"]
     assert "/etc/modelrepo/secrets/tokens" not in json.dumps(enrich_pod)  # granted to Whisper only
 
+    # A push changing only the query rolls Enrich (it reads customers), and only Enrich.
+    whisper_pods = kube.pod_uids("data-whisper")
+    write(repo, "datasets/customers.yaml",
+          "query: select id, upper(name) as name, segment from customers\nwarehouse: crm\nschemaVersion: 2\n")
+    requery = repo.commit_push("only the customers query")
+    kube.wait_predict("data-enrich", "Enrich", 1, {"customer_id": 1, "name": "ANN", "segment": "gold"}, timeout=READY)
+    enrich = kube.deployments_by_name("data-enrich")["metadata"]["annotations"]
+    assert enrich["modelrepo.dev/commit"] == first and enrich["modelrepo.dev/datasets-commit"] == requery
+    assert kube.pod_uids("data-whisper") == whisper_pods
+
     # The secret and the database password are nowhere but in Whisper's answer.
     everything = json.dumps(kube.modelrepo("data")) + kube.kubectl("get", "events", "-o", "json")
     for child in ("data-enrich", "data-whisper"):
@@ -121,5 +132,5 @@ def test_datasets_and_secrets_in_pods(kube, operator, node_git_servers, node_mod
 
     log = wait_until(refused_pod_log, READY, "the new pod's log naming the broken query", interval=2)
     assert "dataset 'vip': query failed on warehouse 'crm'" in log
-    assert kube.predict("data-enrich", "Enrich", 2) == (200, {"customer_id": 2, "name": "Bob", "segment": "silver"})
+    assert kube.predict("data-enrich", "Enrich", 2) == (200, {"customer_id": 2, "name": "BOB", "segment": "silver"})
     assert kube.status("data")["commit"] == second

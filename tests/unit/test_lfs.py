@@ -7,6 +7,7 @@ pods' fetch put the real bytes back; a pointer whose object is missing is named.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -15,10 +16,14 @@ from pathlib import Path
 
 import pytest
 from fixtures.git_servers import HTTP_PASSWORD, HTTP_USER
+from fixtures.lfs_server import lfs_model_repo
 from fixtures.model_repos import run_cli
 from fixtures.runtime_server import wait_for
+from unit.test_operator_sync import api, body_for  # noqa: F401 - the in-memory API fixture
 
 from modelrepo import lfs
+from modelrepo.operator import sync
+from modelrepo.operator.sync import RepoState
 
 ROOT = Path(__file__).resolve().parents[2]
 ASKPASS = f"""#!/bin/sh
@@ -72,13 +77,7 @@ def lfs_repo(tmp_path, git_servers, lfs_server, credentials_env):
     """`modelrepo init` in a clone of an http git remote whose LFS server is `lfs_server`."""
     name = tmp_path.name[-40:].replace("[", "-").replace("]", "")
     git_servers.create_repo(name)
-    work = tmp_path / "models"
-    assert run_cli("init", str(work)).returncode == 0
-    git(work, "remote", "add", "origin", git_servers.http_url(name))
-    git(work, "config", "-f", ".lfsconfig", "lfs.url", lfs_server.url(name))
-    git(work, "add", ".lfsconfig")
-    git(work, "commit", "-q", "-m", "LFS server")
-    git(work, "push", "-q", "-u", "origin", "main", env=credentials_env)
+    work = lfs_model_repo(tmp_path / "models", git_servers.http_url(name), lfs_server.url(name), credentials_env)
     return work, git_servers.http_url(name)
 
 
@@ -151,6 +150,9 @@ def test_serve_and_fetch_download_the_folders_objects(lfs_repo, lfs_server, tmp_
     (secret / "username").write_text(HTTP_USER)
     (secret / "password").write_text(HTTP_PASSWORD)
     dest = tmp_path / "fetched"
+    dest.mkdir()
+    if os.geteuid() == 0:  # as in a pod: the volume belongs to another uid than git's (dubious ownership)
+        os.chown(dest, 10001, 10001)
     downloaded = len(lfs_server.downloads())
     proc = run_cli("fetch", "--url", url, "--commit", head, "--path", "deployments/Big_Model",
                    "--dest", str(dest), "--credentials", str(secret))
@@ -195,3 +197,15 @@ def test_deploy_of_a_large_model_streams_it(lfs_repo, lfs_server, tmp_path, cred
     assert rss["children_kb"] <= model_kb * 3 // 2, rss
     blob = git(work, "rev-parse", "HEAD:deployments/Big_Model/data/WEIGHTS.pkl")
     assert int(git(work, "cat-file", "-s", blob)) < 200
+
+
+def test_the_operator_serves_a_folder_whose_model_is_an_lfs_pointer(api, lfs_repo, tmp_path, credentials_env):  # noqa: F811
+    """The operator checks the folder without the LFS object (its pods download it): a pointer
+    is no reason to refuse the folder there, and the operator downloads no object itself."""
+    work, url = lfs_repo
+    deploy_big(work, tmp_path, credentials_env, 1000)
+    api.secrets["git-http"] = {k: base64.b64encode(v).decode() for k, v in
+                               {"username": HTTP_USER.encode(), "password": HTTP_PASSWORD.encode()}.items()}
+    result = sync.sync(body_for(url, secretRef={"name": "git-http"}), RepoState(), tmp_path / "cache")
+    assert result.invalid == {} and result.applied == ["Big_Model"]
+    assert not any((tmp_path / "cache").rglob("lfs/objects/*/*/*"))
