@@ -24,7 +24,14 @@ from typing import Any
 from modelrepo.operator.keys import GROUP, MANAGED_BY
 from modelrepo.operator.naming import gateway_child_name, label_value
 from modelrepo.operator.policy import POLICY, PodPolicy
-from modelrepo.operator.render import RUNTIME_UID, Folder, RepoRef, owner_reference, service_base
+from modelrepo.operator.render import (
+    Folder,
+    RepoRef,
+    container_security,
+    owner_reference,
+    pod_security,
+    service_base,
+)
 
 GATEWAY_PORT = 8080
 CONFIG_KEY = "gateway.json"
@@ -116,8 +123,7 @@ def render_deployment(repo: RepoRef, keys_secret: str | None, policy: PodPolicy 
         "livenessProbe": {"httpGet": {"path": "/livez", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
         "resources": copy.deepcopy(dict(policy.resources)),
         "volumeMounts": mounts,
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": container_security(),
     }
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(repo),
@@ -129,8 +135,7 @@ def render_deployment(repo: RepoRef, keys_secret: str | None, policy: PodPolicy 
                 "metadata": {"labels": gateway_labels(repo)},
                 "spec": {
                     "automountServiceAccountToken": False, "enableServiceLinks": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
-                                        "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": pod_security(),
                     "containers": [container], "volumes": volumes,
                 },
             },

@@ -252,7 +252,9 @@ def _data_mounts(repo: RepoRef, folder: Folder) -> tuple[list[dict[str, Any]], l
     return volumes, mounts, env
 
 
-def _container_security() -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
+    """Every container of the model, gateway and versions pods (not the build Jobs'): no privilege
+    escalation, read-only root filesystem, no capabilities."""
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -280,7 +282,7 @@ class _Pod:
     def container(self, name: str, args: list[str], **fields: Any) -> dict[str, Any]:
         return {
             "name": name, "image": self.image, "imagePullPolicy": self.pull, "args": args, **fields,
-            "securityContext": _container_security(),
+            "securityContext": container_security(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }
 
@@ -339,9 +341,16 @@ def _runtime_container(pod: _Pod) -> dict[str, Any]:
     )
 
 
-def _volumes(repo: RepoRef, policy: PodPolicy) -> list[dict[str, Any]]:
+def pod_security() -> dict[str, Any]:
+    """The pod-level securityContext of the model, gateway and versions pods: uid 10001, seccomp."""
+    return {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def pod_volumes(repo: RepoRef, policy: PodPolicy, files: str = "model") -> list[dict[str, Any]]:
+    """The fetched files (`files`), /tmp, the fetch's own /tmp, and the git Secret if any."""
     volumes: list[dict[str, Any]] = [
-        {"name": "model", "emptyDir": {"sizeLimit": policy.model_size_limit}},
+        {"name": files, "emptyDir": {"sizeLimit": policy.model_size_limit}},
         {"name": "tmp", "emptyDir": {"sizeLimit": policy.tmp_size_limit}},
         {"name": "git-tmp", "emptyDir": {"sizeLimit": policy.tmp_size_limit}},
     ]
@@ -354,13 +363,10 @@ def _pod_spec(pod: _Pod) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
-            "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "initContainers": [_fetch_container(pod), _check_container(pod)],
         "containers": [_runtime_container(pod)],
-        "volumes": _volumes(pod.repo, pod.policy) + _data_mounts(pod.repo, pod.folder)[0],
+        "volumes": pod_volumes(pod.repo, pod.policy) + _data_mounts(pod.repo, pod.folder)[0],
     }
     for key in ("serviceAccountName", "nodeSelector", "tolerations"):
         if pod.repo.runtime.get(key):

@@ -27,10 +27,11 @@ from modelrepo.operator.policy import POLICY, PodPolicy
 from modelrepo.operator.render import (
     CREDENTIALS_DIR,
     RUNTIME_PORT,
-    RUNTIME_UID,
     RepoRef,
-    _container_security,
+    container_security,
     owner_reference,
+    pod_security,
+    pod_volumes,
 )
 
 FETCHER_PORT = 8081  # on the pod's loopback address only
@@ -70,7 +71,7 @@ def _fetcher(repo: RepoRef, branch: str, image: str, pull: str, policy: PodPolic
         "livenessProbe": {"exec": {"command": ["python", "-c", _PROBE]}, "periodSeconds": 20,
                           "timeoutSeconds": 10, "failureThreshold": 6},
         "resources": copy.deepcopy(dict(policy.init_resources)), "volumeMounts": mounts,
-        "securityContext": _container_security(), "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(), "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
@@ -96,7 +97,7 @@ def _runtime(repo: RepoRef, branch: str, image: str, pull: str, policy: PodPolic
         "resources": resources,
         "volumeMounts": [{"name": "versions", "mountPath": VERSIONS_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
-        "securityContext": _container_security(), "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(), "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
@@ -107,17 +108,10 @@ def _meta(repo: RepoRef, branch: str) -> dict[str, Any]:
 
 def render_deployment(repo: RepoRef, branch: str, policy: PodPolicy = POLICY) -> dict[str, Any]:
     image, pull = repo.image, repo.runtime.get("imagePullPolicy") or "IfNotPresent"
-    volumes: list[dict[str, Any]] = [
-        {"name": "versions", "emptyDir": {"sizeLimit": policy.model_size_limit}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": policy.tmp_size_limit}},
-        {"name": "git-tmp", "emptyDir": {"sizeLimit": policy.tmp_size_limit}},
-    ]
-    if repo.secret_name:
-        volumes.append({"name": "git-credentials", "secret": {"secretName": repo.secret_name, "defaultMode": 0o440}})
+    volumes = pod_volumes(repo, policy, files="versions")
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False, "enableServiceLinks": False, "shareProcessNamespace": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
-                            "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security(),
         "containers": [_fetcher(repo, branch, image, pull, policy), _runtime(repo, branch, image, pull, policy)],
         "volumes": volumes,
     }
